@@ -1,0 +1,566 @@
+"""The training loop: `Trainer(config, on_event, control).fit()`.
+
+Blocking; faces run it in a worker thread (TUI) or directly (CLI). It emits events from
+core/events.py, obeys a Control (stop / pause / save now), and owns the run folder.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import runs
+from .augment import BatchStrategy, build_strategy
+from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_atomic
+from .config import ResolvedConfig, TrainConfig, dump_config_yaml
+from .data import DatasetBundle, load_dataset
+from .early_stopping import EarlyStopping
+from .events import (
+    CheckpointSaved,
+    Control,
+    DataProgress,
+    EarlyStopState,
+    EpochDone,
+    Event,
+    RunFinished,
+    RunStarted,
+    StatusChanged,
+    StepDone,
+    TrainingWarning,
+)
+from .hardware import pick_device
+from .loader import Normalizer, TableDataset, epoch_batches, make_loader
+from .losses import build_loss
+from .metrics import batch_accuracy, classification_metrics
+from .models import build_model, build_optimizer, model_family, resolve_model_name, supports_grad_checkpointing
+from .monitor import TrainingMonitor
+from .schedule import apply_lr, lr_factor
+from .transforms import build_train_transform
+
+FaultHook = Callable[[int, int], None]
+"""fault_hook(global_step, micro_batch_size): tests raise an OOM here to exercise recovery."""
+
+
+def is_oom(err: BaseException) -> bool:
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower() and "illegal" not in str(err).lower()
+
+
+@dataclass
+class Position:
+    """Where the loop is: resume restarts exactly here."""
+
+    epoch: int = 0
+    """0-based epoch in progress."""
+    step_in_epoch: int = 0
+    """Optimizer steps already done in this epoch."""
+    global_step: int = 0
+    epoch_loss_sum: float = 0.0
+    epoch_loss_count: int = 0
+    epoch_correct: float = 0.0
+    epoch_seen: int = 0
+
+
+class _HeadOnly(nn.Module):
+    """Linear probe on cached features: the 'images' are already pooled backbone vectors."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, vec):
+        return self.model.head(vec)
+
+
+class Trainer:
+    def __init__(self, config: ResolvedConfig | TrainConfig, on_event: Optional[Callable[[Event], None]] = None,
+                 control: Optional[Control] = None, resume_dir: Optional[str | Path] = None,
+                 fault_hook: Optional[FaultHook] = None):
+        self.resolved = config if isinstance(config, ResolvedConfig) else ResolvedConfig(config=config)
+        self.cfg: TrainConfig = self.resolved.config
+        self.on_event = on_event or (lambda e: None)
+        self.control = control or Control()
+        self.resume_dir = Path(resume_dir) if resume_dir else None
+        self.fault_hook = fault_hook
+        self.run_dir: Optional[Path] = None
+        self.pos = Position()
+        self.micro_splits = 1
+        self.last_metrics: dict = {}
+        self.status = "running"
+
+    # ------------------------------------------------------------------ events
+    def emit(self, event: Event) -> None:
+        self.on_event(event)
+        if self.run_dir is not None and isinstance(event, (EpochDone, EarlyStopState, TrainingWarning,
+                                                           CheckpointSaved, RunStarted, RunFinished)):
+            self._log(event.to_dict())
+
+    def _log(self, record: dict) -> None:
+        with open(self.run_dir / runs.METRICS_FILE, "a", encoding="utf-8") as fh:
+            fh.write(runs.json_line({"time": time.time(), **record}) + "\n")
+
+    def warn(self, kind: str, message: str, epoch: Optional[int] = None) -> None:
+        self.emit(TrainingWarning(kind=kind, message=message, epoch=epoch))
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self) -> None:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        import random
+
+        random.seed(cfg.seed)
+        self.device = pick_device(cfg.device)
+        self.timm_name = resolve_model_name(cfg.model)
+        self.family = model_family(self.timm_name)
+
+        self.bundle: DatasetBundle = load_dataset(
+            cfg, progress=lambda d, t, desc: self.on_event(DataProgress(done=d, total=t, description=desc)))
+        if len(self.bundle.train) == 0 or len(self.bundle.val) == 0:
+            raise ValueError(f"dataset '{cfg.dataset}': train ({len(self.bundle.train)}) and val "
+                             f"({len(self.bundle.val)}) splits must both contain images")
+        self.multi_label = self.bundle.multi_label
+
+        self.model = build_model(self.timm_name, self.bundle.num_classes, cfg.mode, img_size=cfg.img_size,
+                                 drop_path_rate=cfg.drop_path_rate or 0.0, pretrained_path=cfg.pretrained_path,
+                                 grad_checkpointing=cfg.grad_checkpointing)
+        if cfg.grad_checkpointing and not supports_grad_checkpointing(self.model):
+            self.warn("config", f"{self.timm_name} does not support gradient checkpointing; running without it")
+        use_cuda = self.device.type == "cuda"
+        self.channels_last = (cfg.channels_last if cfg.channels_last is not None
+                              else (use_cuda and self.family in ("cnn", "convnext")))
+        self.model.to(self.device)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        pcfg = getattr(self.model.backbone, "pretrained_cfg", {}) or {}
+        self.normalize = Normalizer(pcfg.get("mean", (0.485, 0.456, 0.406)), pcfg.get("std", (0.229, 0.224, 0.225)),
+                                    self.device, self.channels_last)
+
+        self.amp_dtype = None
+        if cfg.mixed_precision and use_cuda:
+            if cfg.amp_dtype == "fp16" or (cfg.amp_dtype == "auto" and not torch.cuda.is_bf16_supported()):
+                self.amp_dtype = torch.float16
+            else:
+                self.amp_dtype = torch.bfloat16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+        counts = self.bundle.class_counts("train")
+        self.criterion = build_loss(cfg, self.bundle.num_classes, counts, len(self.bundle.train)).to(self.device)
+        self.strategy: BatchStrategy = build_strategy(cfg, self.bundle.num_classes, self.bundle.num_domains,
+                                                      self.multi_label)
+        for module in self.strategy.modules():
+            module.to(self.device)
+        self.optimizer = build_optimizer(self.model, cfg.mode, cfg.lr, cfg.weight_decay, cfg.layer_decay)
+
+        self.transform = build_train_transform(cfg.augmentation, cfg.img_size)
+        self.batch_size = int(cfg.batch_size) if cfg.batch_size not in (None, "auto") else 32
+        if cfg.batch_size == "auto":
+            self.batch_size = self._auto_batch_size()
+        self.train_ds = TableDataset(self.bundle.train, self.transform, cfg.seed)
+        self.val_ds = TableDataset(self.bundle.val, None, cfg.seed)
+        self.num_workers = cfg.num_workers if cfg.num_workers is not None else self._default_workers()
+        self.cache_features = (cfg.mode == "linear_probe" and self.transform is None
+                               and type(self.strategy) is BatchStrategy)
+        n_batches = len(epoch_batches(len(self.train_ds), self.batch_size, cfg.seed, 0, True, self._drop_last()))
+        steps = math.ceil(n_batches / cfg.grad_accum_steps)
+        if cfg.max_steps_per_epoch:
+            steps = min(steps, cfg.max_steps_per_epoch)
+        self.steps_per_epoch = max(1, steps)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.warmup_steps = int(round((cfg.warmup_epochs or 0.0) * self.steps_per_epoch))
+        self.early = EarlyStopping(monitor=cfg.monitor or "val_auroc", mode=cfg.monitor_mode or "max",
+                                   patience=cfg.early_stopping or 0, min_delta=cfg.min_delta,
+                                   divergence_threshold=cfg.divergence_threshold)
+        self.monitor = TrainingMonitor()
+
+    def _default_workers(self) -> int:
+        from .data.base import ArrayTable, SubsetTable
+
+        table = self.bundle.train
+        while isinstance(table, SubsetTable):
+            table = table.parent
+        if isinstance(table, ArrayTable):
+            return 0  # already in memory: worker processes would only add start-up time
+        return max(0, min(8, (os.cpu_count() or 2) - 1))
+
+    def _drop_last(self) -> bool:
+        # BatchNorm cannot train on a batch of one; drop a ragged last batch when the split is large enough.
+        return len(self.bundle.train) > self.batch_size
+
+    def _auto_batch_size(self) -> int:
+        try:
+            from .advisor import probe_batch_size  # measured probe (advisor issue)
+        except ImportError:
+            from .tips import batch_tip
+            from .hardware import gpu_total_memory_gib
+
+            tip = batch_tip(gpu_total_memory_gib(self.cfg.device), self.cfg.mode, self.timm_name, self.cfg.dataset)
+            self.warn("config", f"batch_size auto: measured probe unavailable, using the table tip {tip.value}")
+            return int(tip.value)
+        return int(probe_batch_size(self.cfg, model=self.model, device=self.device).recommended_batch)
+
+    # ------------------------------------------------------------------ run folder
+    def _open_run_dir(self) -> None:
+        cfg = self.cfg
+        if self.resume_dir is not None:
+            self.run_dir = self.resume_dir
+            return
+        name = cfg.run_name or runs.default_run_name(cfg.model, cfg.dataset, cfg.mode)
+        self.run_dir = runs.new_run_dir(cfg.output_dir, name)
+        meta = {"name": self.run_dir.name, "group": "custom",
+                "description": f"resolved config of run {self.run_dir.name}"}
+        (self.run_dir / runs.CONFIG_FILE).write_text(dump_config_yaml(cfg, meta), encoding="utf-8")
+
+    def _write_skipped(self) -> None:
+        if self.bundle.skipped:
+            lines = [f"{path}\t{reason}" for path, reason in self.bundle.skipped]
+            (self.run_dir / runs.SKIPPED_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+            self.warn("data", f"{len(self.bundle.skipped)} image(s) skipped (unreadable); list in {runs.SKIPPED_FILE}")
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self) -> dict:
+        return {
+            "format": 1,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"global_step": self.pos.global_step, "total_steps": self.total_steps,
+                          "warmup_steps": self.warmup_steps},
+            "scaler": self.scaler.state_dict(),
+            "strategy": self.strategy.state_dict(),
+            "strategy_modules": [m.state_dict() for m in self.strategy.modules()],
+            "early_stopping": self.early.state_dict(),
+            "position": vars(self.pos).copy(),
+            "micro_splits": self.micro_splits,
+            "monitor": {"train_losses": self.monitor.train_losses, "val_losses": self.monitor.val_losses,
+                        "gaps": self.monitor.gaps},
+            "last_metrics": self.last_metrics,
+            "rng": capture_rng(),
+            "classes": self.bundle.classes,
+        }
+
+    def save_checkpoint(self, name: str, reason: str) -> Path:
+        path = self.run_dir / runs.CHECKPOINT_DIR / name
+        save_atomic(self._state(), path)
+        self.emit(CheckpointSaved(path=str(path), reason=reason, epoch=self.pos.epoch, global_step=self.pos.global_step))
+        return path
+
+    def _restore(self) -> None:
+        state = load_checkpoint(self.run_dir / runs.CHECKPOINT_DIR / "last.pt")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.strategy.load_state_dict(state["strategy"])
+        for module, sd in zip(self.strategy.modules(), state["strategy_modules"]):
+            module.load_state_dict(sd)
+        self.early.load_state_dict(state["early_stopping"])
+        self.pos = Position(**state["position"])
+        self.micro_splits = int(state["micro_splits"])
+        mon = state["monitor"]
+        self.monitor.train_losses, self.monitor.val_losses, self.monitor.gaps = (
+            list(mon["train_losses"]), list(mon["val_losses"]), list(mon["gaps"]))
+        self.last_metrics = state.get("last_metrics", {})
+        self._rng_state = state["rng"]
+
+    # ------------------------------------------------------------------ steps
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _train_step(self, micro_batches: list, model_fn: nn.Module) -> tuple[float, float, int]:
+        """One optimizer step over the accumulated loader batches; returns (loss sum, correct, seen)."""
+        n_total = sum(int(b[1].shape[0]) for b in micro_batches)
+        while True:
+            try:
+                return self._accumulate(micro_batches, model_fn, n_total)
+            except Exception as err:  # noqa: BLE001 - only OOM is handled, everything else re-raised
+                if not is_oom(err):
+                    raise
+                self.optimizer.zero_grad(set_to_none=True)
+                largest = max(int(b[1].shape[0]) for b in micro_batches)
+                chunk = math.ceil(largest / self.micro_splits)
+                if chunk <= 1:
+                    raise RuntimeError(
+                        "CUDA out of memory even at micro-batch 1. Try --grad_checkpointing, a lower --img_size, "
+                        "--mode linear_probe or a smaller model (see `medcls advise`)") from err
+                self.micro_splits *= 2
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                new_chunk = math.ceil(largest / self.micro_splits)
+                self.warn("oom", f"out of memory at micro-batch {chunk}: retrying with micro-batch {new_chunk} "
+                                 f"x {self.micro_splits * self.cfg.grad_accum_steps} accumulation "
+                                 f"(same effective batch {self.batch_size * self.cfg.grad_accum_steps})",
+                          epoch=self.pos.epoch + 1)
+
+    def _accumulate(self, micro_batches, model_fn, n_total) -> tuple[float, float, int]:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum, correct, seen = 0.0, 0.0, 0
+        for images, targets, domains in micro_batches:
+            for x, y, d in zip(images.tensor_split(self.micro_splits), targets.tensor_split(self.micro_splits),
+                               domains.tensor_split(self.micro_splits)):
+                if y.shape[0] == 0:
+                    continue
+                if self.fault_hook is not None:
+                    self.fault_hook(self.pos.global_step, int(y.shape[0]))
+                x = x if self.cache_features else self.normalize(x)
+                y = y.to(self.device, non_blocking=True)
+                d = d.to(self.device, non_blocking=True)
+                with self._autocast():
+                    loss, logits = self.strategy.training_loss(model_fn, self.criterion, x, y, d, self.pos.global_step)
+                weight = y.shape[0] / n_total
+                self.scaler.scale(loss * weight).backward()
+                loss_value = float(loss.detach())
+                loss_sum += loss_value * y.shape[0]
+                acc = batch_accuracy(logits.detach(), y, self.multi_label)
+                if acc is not None:
+                    correct += acc * y.shape[0]
+                seen += int(y.shape[0])
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss_sum, correct, seen
+
+    @torch.no_grad()
+    def evaluate(self, dataset: TableDataset, cached: Optional[tuple] = None) -> dict:
+        self.model.eval()
+        all_logits, all_targets = [], []
+        loss_sum, n = 0.0, 0
+        if cached is not None:
+            feats, targets = cached
+            batches = [(feats[i:i + 1024], targets[i:i + 1024]) for i in range(0, len(feats), 1024)]
+        else:
+            idx = epoch_batches(len(dataset), self.batch_size, 0, 0, shuffle=False, drop_last=False)
+            batches = ((x, y) for x, y, _ in make_loader(dataset, idx, self.num_workers, self.device.type == "cuda"))
+        for x, y in batches:
+            with self._autocast():
+                logits = self.model.head(x) if cached is not None else self.model(self.normalize(x))
+            y = y.to(self.device)
+            loss = self.criterion(logits.float(), y)
+            loss_sum += float(loss) * y.shape[0]
+            n += y.shape[0]
+            all_logits.append(logits.float().cpu())
+            all_targets.append(y.cpu())
+        metrics = classification_metrics(torch.cat(all_logits), torch.cat(all_targets), self.bundle.classes,
+                                         self.multi_label)
+        metrics["val_loss"] = loss_sum / max(1, n)
+        self.model.train()
+        return metrics
+
+    @torch.no_grad()
+    def _extract_features(self, dataset: TableDataset, desc: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Linear probe without augmentation: the frozen backbone's pooled features, computed once."""
+        self.model.eval()
+        idx = epoch_batches(len(dataset), max(self.batch_size, 64), 0, 0, shuffle=False, drop_last=False)
+        feats, targets, domains = [], [], []
+        done = 0
+        for x, y, d in make_loader(dataset, idx, self.num_workers, self.device.type == "cuda"):
+            with self._autocast():
+                vec = self.model.pool(self.model.features(self.normalize(x)))
+            feats.append(vec.float())
+            targets.append(y.to(self.device))
+            domains.append(d)
+            done += len(y)
+            self.on_event(DataProgress(done=done, total=len(dataset), description=desc))
+        self.model.train()
+        return torch.cat(feats), torch.cat(targets), torch.cat(domains)
+
+    # ------------------------------------------------------------------ main loop
+    def fit(self) -> dict:
+        """Train to the end (or stop/early stop); returns summary.json's content."""
+        start = time.time()
+        error: Optional[str] = None
+        summary: dict = {}
+        try:
+            self._setup()
+            self._open_run_dir()
+            resumed = False
+            if self.resume_dir is not None and (self.run_dir / runs.CHECKPOINT_DIR / "last.pt").is_file():
+                self._restore()
+                resumed = True
+            self._write_skipped()
+            notes = list(self.resolved.notes) + list(self.bundle.notes) + list(getattr(self.strategy, "notes", []))
+            for w in self.resolved.warnings:
+                self.warn("config", w)
+            if self.cfg.pretrained_path is None:
+                notes.append("random init: no --pretrained_path given (weights are never downloaded)")
+            self.emit(RunStarted(
+                run_dir=str(self.run_dir), run_name=self.run_dir.name, config=self.cfg.model_dump(),
+                classes=list(self.bundle.classes), multi_label=self.multi_label, n_train=len(self.bundle.train),
+                n_val=len(self.bundle.val), steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps,
+                start_epoch=self.pos.epoch, device=str(self.device),
+                amp_dtype=str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else None,
+                resumed=resumed, notes=notes))
+            self._loop(start)
+        except Exception as err:  # noqa: BLE001 - a failed run still gets a summary
+            self.status = "failed"
+            error = f"{type(err).__name__}: {err}"
+            if self.run_dir is not None:
+                (self.run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+                self.warn("error", error)
+        finally:
+            if self.run_dir is not None:
+                summary = self._summary(time.time() - start, error)
+                runs.write_json_atomic(self.run_dir / runs.SUMMARY_FILE, summary)
+            self.emit(RunFinished(status=self.status, run_dir=str(self.run_dir or ""), summary=summary, error=error))
+            self.control.finished.set()
+        if error and self.run_dir is None:
+            raise RuntimeError(error)
+        return summary
+
+    def _loop(self, start: float) -> None:
+        cfg = self.cfg
+        self.model.train()
+        model_fn: nn.Module = self.model
+        cached_train = cached_val = None
+        if self.cache_features:
+            f, t, d = self._extract_features(self.train_ds, "caching train features (frozen backbone)")
+            cached_train = (f, t, d)
+            fv, tv, _ = self._extract_features(self.val_ds, "caching val features")
+            cached_val = (fv, tv)
+            model_fn = _HeadOnly(self.model)
+        if getattr(self, "_rng_state", None) is not None:
+            restore_rng(self._rng_state)  # last: nothing above may consume RNG after this
+        images_done = 0
+        session_first_step = self.pos.global_step
+        t_loop = time.time()
+        while self.pos.epoch < cfg.epochs:
+            epoch = self.pos.epoch
+            self.train_ds.epoch = epoch
+            batches = epoch_batches(len(self.train_ds), self.batch_size, cfg.seed, epoch, True, self._drop_last())
+            batches = batches[: self.steps_per_epoch * cfg.grad_accum_steps]
+            skip = self.pos.step_in_epoch * cfg.grad_accum_steps
+            remaining = batches[skip:]
+            if cached_train is not None:
+                f, t, d = cached_train
+                source = ((f[b], t[b], d[torch.as_tensor(b)]) for b in remaining)
+            else:
+                source = iter(make_loader(self.train_ds, remaining, self.num_workers, self.device.type == "cuda"))
+            group: list = []
+            for batch in source:
+                group.append(batch)
+                if len(group) < cfg.grad_accum_steps and self.pos.step_in_epoch * cfg.grad_accum_steps + len(group) < len(batches):
+                    continue
+                lr = apply_lr(self.optimizer, cfg.lr, lr_factor(self.pos.global_step, self.total_steps,
+                                                                self.warmup_steps, cfg.min_lr_ratio))
+                t0 = time.time()
+                loss_sum, correct, seen = self._train_step(group, model_fn)
+                group = []
+                self.pos.step_in_epoch += 1
+                self.pos.global_step += 1
+                self.pos.epoch_loss_sum += loss_sum
+                self.pos.epoch_loss_count += seen
+                self.pos.epoch_correct += correct
+                self.pos.epoch_seen += seen
+                images_done += seen
+                elapsed = time.time() - t_loop
+                ips = images_done / max(elapsed, 1e-9)
+                steps_left = self.total_steps - self.pos.global_step
+                step_time = elapsed / max(1, self.pos.global_step - session_first_step)
+                loss = loss_sum / max(1, seen)
+                self.emit(StepDone(epoch=epoch + 1, step=self.pos.step_in_epoch, steps_per_epoch=self.steps_per_epoch,
+                                   global_step=self.pos.global_step, total_steps=self.total_steps, loss=loss, lr=lr,
+                                   images_per_sec=ips, elapsed_s=time.time() - start, eta_s=steps_left * step_time,
+                                   gpu_mem_gib=(torch.cuda.max_memory_allocated() / 2**30
+                                                if self.device.type == "cuda" else None)))
+                if self.pos.global_step % cfg.log_every == 0:
+                    self._log({"event": "Step", "epoch": epoch + 1, "global_step": self.pos.global_step,
+                               "loss": loss, "lr": lr, "images_per_sec": ips, "step_time_s": time.time() - t0})
+                if not math.isfinite(loss):
+                    self.warn("nonfinite", f"training loss is {loss} at step {self.pos.global_step}; stopping "
+                                           "(try a lower --lr or --no_mixed_precision)", epoch=epoch + 1)
+                    self.status = "failed"
+                    self.save_checkpoint("last.pt", "stop")
+                    return
+                if self.control.take_save_request():
+                    self.save_checkpoint("last.pt", "save_now")
+                if self._handle_pause_and_stop():
+                    return
+                if self.pos.step_in_epoch >= self.steps_per_epoch:
+                    break
+            if self._end_epoch(epoch, start, cached_val):
+                return
+        self.status = "finished" if self.status == "running" else self.status
+
+    def _handle_pause_and_stop(self) -> bool:
+        """True when the loop must end now (stop requested); waits here while paused."""
+        if self.control.paused and not self.control.stop_requested:
+            self.emit(StatusChanged(status="paused"))
+            while self.control.paused and not self.control.stop_requested:
+                self.control.wait_while_paused(0.1)
+            if not self.control.stop_requested:
+                self.emit(StatusChanged(status="running"))
+        if self.control.stop_requested:
+            self.emit(StatusChanged(status="stopping"))
+            self.status = "stopped"
+            self.save_checkpoint("last.pt", "stop")
+            return True
+        return False
+
+    def _end_epoch(self, epoch: int, start: float, cached_val) -> bool:
+        """Validate, track best/early stop, checkpoint. True when training must end."""
+        cfg = self.cfg
+        metrics = self.evaluate(self.val_ds, cached_val)
+        train_loss = self.pos.epoch_loss_sum / max(1, self.pos.epoch_loss_count)
+        train_acc = (self.pos.epoch_correct / self.pos.epoch_seen
+                     if (not self.multi_label and self.pos.epoch_seen) else None)
+        self.last_metrics = {**metrics, "train_loss": train_loss, "epoch": epoch + 1}
+        lr_now = self.optimizer.param_groups[-1]["lr"]
+        self.emit(EpochDone(epoch=epoch + 1, epochs=cfg.epochs, train_loss=train_loss, metrics=metrics, lr=lr_now,
+                            elapsed_s=time.time() - start, train_acc=train_acc))
+        for kind, message in self.monitor.update(epoch + 1, train_loss, metrics.get("val_loss"), train_acc,
+                                                 metrics.get("val_acc")):
+            self.warn(kind, message, epoch=epoch + 1)
+        improved = self.early.update(epoch + 1, metrics)
+        self.emit(EarlyStopState(monitor=self.early.monitor, mode=self.early.mode,
+                                 value=metrics.get(self.early.monitor), best_value=self.early.best_value,
+                                 best_epoch=self.early.best_epoch, patience=self.early.patience, wait=self.early.wait,
+                                 improved=improved, should_stop=self.early.stopped, reason=self.early.reason))
+        self.pos = Position(epoch=epoch + 1, global_step=self.pos.global_step)
+        if improved:
+            self.save_checkpoint("best.pt", "best")
+        self.save_checkpoint("last.pt", "epoch")
+        if self.early.stopped:
+            self.status = "early_stopped"
+            self.warn("early_stop", self.early.reason, epoch=epoch + 1)
+            return True
+        return self._handle_pause_and_stop()
+
+    def _summary(self, elapsed: float, error: Optional[str]) -> dict:
+        m = self.last_metrics
+        summary = {
+            "status": self.status,
+            "run_name": self.run_dir.name,
+            "model": self.cfg.model,
+            "timm_model": getattr(self, "timm_name", None),
+            "mode": self.cfg.mode,
+            "dataset": self.cfg.dataset,
+            "epochs_completed": self.pos.epoch,
+            "epochs": self.cfg.epochs,
+            "global_step": self.pos.global_step,
+            "best_epoch": self.early.best_epoch if hasattr(self, "early") else None,
+            "monitor": self.early.monitor if hasattr(self, "early") else self.cfg.monitor,
+            "best_value": self.early.best_value if hasattr(self, "early") else None,
+            "val_loss": m.get("val_loss"),
+            "val_auroc": m.get("val_auroc"),
+            "val_acc": m.get("val_acc"),
+            "val_auroc_per_class": m.get("val_auroc_per_class", {}),
+            "train_loss": m.get("train_loss"),
+            "batch_size": getattr(self, "batch_size", None),
+            "micro_batch": (math.ceil(self.batch_size / self.micro_splits) if hasattr(self, "batch_size") else None),
+            "effective_batch": (self.batch_size * self.cfg.grad_accum_steps if hasattr(self, "batch_size") else None),
+            "skipped_images": len(self.bundle.skipped) if hasattr(self, "bundle") else 0,
+            "elapsed_s": round(elapsed, 2),
+            "stop_reason": self.early.reason if hasattr(self, "early") else "",
+        }
+        if error:
+            summary["error"] = error
+        return summary

@@ -1,0 +1,72 @@
+"""Torch-side data plumbing: a Dataset over an ImageTable, seeded per-sample augmentation,
+deterministic epoch order with a resume offset, and uint8 -> normalised float on the device.
+
+Augmentation is seeded by (seed, epoch, index), so the same sample gets the same pixels whether
+or not the run was interrupted, and whatever the number of loader workers.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .data.base import ImageTable
+from .transforms import Transform
+
+
+class TableDataset(Dataset):
+    def __init__(self, table: ImageTable, transform: Optional[Transform], seed: int):
+        self.table = table
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+        self.multi_label_targets = np.asarray(table.targets).ndim == 2
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index: int):
+        img = torch.from_numpy(np.ascontiguousarray(self.table.image(index)))[None]  # 1xHxW uint8
+        if self.transform is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+                img = self.transform(img)
+        target = self.table.targets[index]
+        target = torch.as_tensor(target, dtype=torch.float32 if self.multi_label_targets else torch.int64)
+        return img, target, int(self.table.domains[index])
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool, drop_last: bool) -> list[list[int]]:
+    """The epoch's batches as index lists: a pure function of (seed, epoch)."""
+    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+    batches = [order[i:i + batch_size].tolist() for i in range(0, n, batch_size)]
+    if drop_last and len(batches) > 1 and len(batches[-1]) < batch_size:
+        batches.pop()
+    return batches
+
+
+def make_loader(dataset: TableDataset, batches: list[list[int]], num_workers: int, pin_memory: bool) -> DataLoader:
+    # An explicit generator keeps the DataLoader from drawing on the global RNG (exact resume).
+    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=pin_memory,
+                      generator=torch.Generator().manual_seed(0),
+                      persistent_workers=False)
+
+
+class Normalizer:
+    """uint8 (B,1,H,W) -> float (B,3,H,W) normalised with the model's mean/std, on the device."""
+
+    def __init__(self, mean, std, device: torch.device, channels_last: bool):
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.device = device
+        self.channels_last = channels_last
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.to(self.device, non_blocking=True).float().div_(255.0)
+        x = x.expand(-1, self.mean.shape[1], -1, -1)
+        x = (x - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x

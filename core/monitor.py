@@ -1,0 +1,60 @@
+"""The spec's "Monitoring Training" signs, checked after every epoch.
+
+Thresholds are data (TRAINING_TIPS: overfitting = train loss down while val loss up, growing
+train/val gap; underfitting = both losses plateau high).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .tips import MONITORING
+
+OVERFIT_EPOCHS = 2  # consecutive epochs of val loss up while train loss down
+GAP_GROWTH = 0.15  # train-val accuracy gap growth (absolute) over the window
+PLATEAU_EPOCHS = 3
+PLATEAU_REL_CHANGE = 0.01
+HIGH_LOSS_FRACTION = 0.9  # of the first epoch's loss
+
+
+@dataclass
+class TrainingMonitor:
+    train_losses: list = field(default_factory=list)
+    val_losses: list = field(default_factory=list)
+    gaps: list = field(default_factory=list)
+    reported: set = field(default_factory=set)
+
+    def update(self, epoch: int, train_loss: float, val_loss: Optional[float],
+               train_acc: Optional[float], val_acc: Optional[float]) -> list[tuple[str, str]]:
+        """Returns new (kind, message) warnings for this epoch."""
+        self.train_losses.append(train_loss)
+        self.val_losses.append(val_loss)
+        if train_acc is not None and val_acc is not None:
+            self.gaps.append(train_acc - val_acc)
+        found: list[tuple[str, str]] = []
+        t, v = self.train_losses, self.val_losses
+        k = OVERFIT_EPOCHS
+        if len(t) > k and None not in v[-k - 1:]:
+            train_down = all(t[-i] < t[-i - 1] for i in range(1, k + 1))
+            val_up = all(v[-i] > v[-i - 1] for i in range(1, k + 1))
+            if train_down and val_up:
+                found.append(("overfitting", f"epoch {epoch}: train loss decreasing while val loss increasing "
+                              f"for {k} epochs. {MONITORING['overfitting']['solution']}"))
+        if len(self.gaps) > k and self.gaps[-1] - self.gaps[-k - 1] > GAP_GROWTH:
+            found.append(("overfitting", f"epoch {epoch}: train accuracy {self.gaps[-1]:+.0%} above val accuracy "
+                          f"and growing. {MONITORING['overfitting']['solution']}"))
+        p = PLATEAU_EPOCHS
+        if len(t) > p and None not in v[-p - 1:]:
+            flat_t = abs(t[-1] - t[-p - 1]) <= PLATEAU_REL_CHANGE * abs(t[-p - 1])
+            flat_v = abs(v[-1] - v[-p - 1]) <= PLATEAU_REL_CHANGE * abs(v[-p - 1])
+            high = t[-1] >= HIGH_LOSS_FRACTION * t[0]
+            if flat_t and flat_v and high:
+                found.append(("underfitting", f"epoch {epoch}: both losses plateau high (train {t[-1]:.3f}). "
+                              f"{MONITORING['underfitting']['solution']}"))
+        new = []
+        for kind, msg in found:
+            key = (kind, epoch)
+            if key not in self.reported:
+                self.reported.add(key)
+                new.append((kind, msg))
+        return new

@@ -1,0 +1,99 @@
+"""Find, load and save preset files: built-in `presets/*.yaml` and the user's preset folder."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .config import ConfigError, flatten_yaml_config, load_yaml_file
+
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+
+def user_preset_dir() -> Path:
+    """$MEDCLS_PRESET_DIR, else ~/.config/medcls/presets (created on first save)."""
+    env = os.environ.get("MEDCLS_PRESET_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "medcls" / "presets"
+
+
+@dataclass
+class PresetInfo:
+    name: str
+    path: Path
+    builtin: bool
+    description: str = ""
+    group: str = "custom"
+    """dataset / budget / task / custom: how the picker groups presets."""
+    tags: list = field(default_factory=list)
+    notes: str = ""
+    values: dict = field(default_factory=dict)
+
+
+def _read(path: Path, builtin: bool) -> PresetInfo:
+    flat, meta = flatten_yaml_config(load_yaml_file(path), str(path))
+    return PresetInfo(
+        name=str(meta.get("name") or path.stem),
+        path=path,
+        builtin=builtin,
+        description=str(meta.get("description", "")),
+        group=str(meta.get("group", "custom")),
+        tags=list(meta.get("tags", []) or []),
+        notes=str(meta.get("notes", "") or "").strip(),
+        values=flat,
+    )
+
+
+def list_presets() -> list[PresetInfo]:
+    """Built-in presets first, then user presets (a user preset may shadow a built-in name)."""
+    found: list[PresetInfo] = []
+    for folder, builtin in ((BUILTIN_DIR, True), (user_preset_dir(), False)):
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.yaml")):
+                try:
+                    found.append(_read(path, builtin))
+                except ConfigError:
+                    if builtin:
+                        raise
+    return found
+
+
+def find_preset(name_or_path: str) -> PresetInfo:
+    """A preset by name (user presets win over built-ins) or by file path."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"preset: file not found: {p}")
+        return _read(p, builtin=False)
+    matches = [info for info in list_presets() if info.name == name_or_path or info.path.stem == name_or_path]
+    if not matches:
+        names = ", ".join(sorted({i.name for i in list_presets()}))
+        raise ConfigError(f"preset: unknown preset '{name_or_path}'. Available: {names} (or a path to a .yaml file)")
+    user = [m for m in matches if not m.builtin]
+    return user[-1] if user else matches[0]
+
+
+def save_preset(values: dict[str, Any], path: Optional[Path] = None, name: str = "my_preset",
+                description: str = "", notes: str = "", group: str = "custom") -> Path:
+    """Write a preset YAML (metadata first, then config keys); returns its path."""
+    from .config import validate_layer
+
+    clean = {k: v for k, v in values.items() if k != "__sections__"}
+    validate_layer(clean, f"preset '{name}'")
+    target = path or (user_preset_dir() / f"{name}.yaml")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data: dict[str, Any] = {"name": name, "group": group}
+    if description:
+        data["description"] = description
+    if notes:
+        data["notes"] = notes
+    data.update(clean)
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    tmp.replace(target)
+    return target

@@ -1,0 +1,207 @@
+"""Merge the config layers and fill what is left from the tips, remembering why.
+
+Order (DESIGN.md): default < tip < preset < config file < flag. Tips only fill keys no layer
+set, which is the same as ranking them just above the built-in defaults.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from pydantic import ValidationError
+
+from . import tips
+from .config import (
+    ConfigError,
+    ResolvedConfig,
+    TrainConfig,
+    _format_validation_error,
+    flatten_yaml_config,
+    load_yaml_file,
+    validate_layer,
+)
+from .models import ModelNameError, model_family, resolve_model_name
+
+# Datasets whose task is fixed single-label: --multi_label makes no sense for them.
+SINGLE_LABEL_DATASETS = ("covidx", "vinbigdata", "folder")
+
+
+def _layer_values(flat: dict[str, Any], mode: str) -> dict[str, Any]:
+    """A layer's own keys plus its section for the chosen mode (`full_finetune: {...}`)."""
+    values = {k: v for k, v in flat.items() if k != "__sections__"}
+    values.update(flat.get("__sections__", {}).get(mode, {}))
+    return values
+
+
+def resolve_config(
+    flags: Optional[dict[str, Any]] = None,
+    preset: Optional[str] = None,
+    config_file: Optional[str] = None,
+    vram_gib: Optional[float] | str = "detect",
+    base: Optional[dict[str, Any]] = None,
+) -> ResolvedConfig:
+    """Build a validated TrainConfig from preset, config file and flags (None flags = not given).
+
+    `base` is an already-resolved config (e.g. a run's config.yaml for --retrain): its values
+    count as "config file" values.
+    """
+    from .presets import find_preset
+
+    layers: list[tuple[str, dict[str, Any]]] = []
+    notes: list[str] = []
+    if base:
+        layers.append(("config file", validate_layer(dict(base), "run config")))
+    if preset:
+        info = find_preset(preset)
+        pv = dict(info.values)
+        validate_layer({k: v for k, v in pv.items() if k != "__sections__"}, f"preset '{info.name}' ({info.path})")
+        layers.append(("preset", pv))
+        if info.notes:
+            notes.append(f"preset {info.name}: {info.notes}")
+    if config_file:
+        flat, _meta = flatten_yaml_config(load_yaml_file(config_file), config_file)
+        validate_layer({k: v for k, v in flat.items() if k != "__sections__"}, config_file)
+        layers.append(("config file", flat))
+    flag_values = {k: v for k, v in (flags or {}).items() if v is not None}
+    validate_layer(flag_values, "command line")
+    layers.append(("flag", flag_values))
+
+    mode = "full_finetune"
+    for _, flat in layers:
+        mode = flat.get("mode", mode)
+    mode = str(mode).strip().lower().replace("-", "_")
+
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for source, flat in layers:
+        for key, value in _layer_values(flat, mode).items():
+            merged[key] = value
+            sources[key] = source
+
+    try:
+        partial = TrainConfig.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None
+    try:
+        timm_name = resolve_model_name(partial.model)
+    except ModelNameError as err:
+        raise ConfigError(str(err)) from None
+
+    family = model_family(timm_name)
+    reasons: dict[str, str] = {}
+    warnings: list[str] = []
+    _check_combinations(partial, sources, family, timm_name, warnings)
+
+    filled = dict(merged)
+
+    def fill(key: str, tip: Optional[tips.Tip] | Callable[[], Optional[tips.Tip]]) -> None:
+        if filled.get(key) is not None:
+            return
+        tip_value = tip() if callable(tip) else tip
+        if tip_value is None:
+            return
+        filled[key] = tip_value.value
+        sources[key] = "tip"
+        reasons[key] = tip_value.reason
+
+    ds = tips.dataset_tip(partial.dataset)
+    ds_title = ds.get("title", partial.dataset)
+    fill("multi_label", (lambda: tips.Tip(ds["multi_label"], f"{ds_title}: natural task"))
+         if "multi_label" in ds else None)
+    multi_label = bool(filled.get("multi_label")) or (partial.dataset == "synthetic" and partial.synthetic_task == "multilabel")
+    fill("epochs", tips.Tip(ds.get("epochs", 100), f"{ds_title}: {ds.get('epochs', 100)} epochs"))
+    fill("img_size", tips.Tip(ds.get("img_size", 224), f"{ds_title}: {ds.get('img_size', 224)} px"))
+    fill("lr", tips.lr_tip(family, mode))
+    fill("weight_decay", tips.weight_decay_tip(family, mode))
+    fill("layer_decay", tips.layer_decay_tip(family, mode))
+    fill("drop_path_rate", tips.drop_path_tip(timm_name, mode))
+    gib = _vram(vram_gib, partial.device)
+    fill("batch_size", lambda: _batch_tip(gib, mode, timm_name, partial.dataset, ds))
+    fill("augmentation", tips.augmentation_tip(partial.scenario, mode))
+    fill("warmup_epochs", tips.warmup_tip(int(filled["epochs"])))
+    if "early_stopping" in ds:
+        fill("early_stopping", tips.Tip(ds["early_stopping"], f"{ds_title}: consider early stopping (patience {ds['early_stopping']})"))
+    fill("monitor", tips.Tip("val_auroc", "AUROC is threshold-free and robust to class imbalance"))
+    if filled.get("loss") in (None, "auto"):
+        t = tips.loss_tip(partial.dataset, multi_label)
+        filled["loss"] = t.value
+        sources["loss"] = "tip"
+        reasons["loss"] = t.reason
+    if filled.get("monitor_mode") is None:
+        filled["monitor_mode"] = "min" if filled["monitor"] == "val_loss" else "max"
+        sources["monitor_mode"] = "default"
+        reasons["monitor_mode"] = f"{filled['monitor']} is better when {'lower' if filled['monitor'] == 'val_loss' else 'higher'}"
+
+    try:
+        config = TrainConfig.model_validate(filled)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None
+    _check_resolved(config, multi_label, warnings)
+    return ResolvedConfig(config=config, sources=sources, reasons=reasons, notes=notes, warnings=warnings)
+
+
+def _vram(vram_gib: Optional[float] | str, device: str) -> Optional[float]:
+    if vram_gib != "detect":
+        return vram_gib  # type: ignore[return-value]
+    from .hardware import gpu_total_memory_gib
+
+    return gpu_total_memory_gib(device)
+
+
+def _batch_tip(gib, mode, timm_name, dataset, ds) -> tips.Tip:
+    tip = tips.batch_tip(gib, mode, timm_name, dataset)
+    if "batch_size" in ds and mode == "full_finetune" and gib is not None:
+        low, high, _ = tips.batch_range_for_vram(gib, mode)
+        value = max(low, min(high, ds["batch_size"]))
+        return tips.Tip(value, f"{ds.get('title', dataset)}: batch {ds['batch_size']}, within {tip.reason}")
+    return tip
+
+
+def _check_combinations(cfg: TrainConfig, sources: dict[str, str], family: str, timm_name: str,
+                        warnings: list[str]) -> None:
+    """Impossible combinations fail before training, naming the key."""
+    if cfg.layer_decay is not None and family not in tips.LAYER_DECAY_FAMILIES:
+        raise ConfigError(
+            f"layer_decay: only for transformers/ConvNeXt ({', '.join(tips.LAYER_DECAY_FAMILIES)}); "
+            f"'{cfg.model}' is a CNN ({timm_name}). Remove layer_decay or pick a transformer"
+        )
+    if cfg.layer_decay is not None and cfg.mode == "linear_probe":
+        warnings.append("layer_decay is ignored in linear_probe mode (only the head trains)")
+    if cfg.multi_label and cfg.dataset in SINGLE_LABEL_DATASETS:
+        raise ConfigError(
+            f"multi_label: '{cfg.dataset}' is a single-label dataset; --multi_label is allowed for nih, csv and synthetic"
+        )
+    if cfg.multi_label is False and cfg.dataset == "nih":
+        raise ConfigError("multi_label: NIH ChestX-ray14 is multi-label (14 findings); drop --no_multi_label")
+    if cfg.dataset not in ("synthetic",) and not cfg.data_dir:
+        raise ConfigError(f"data_dir: --dataset {cfg.dataset} needs --data_dir pointing at the downloaded data")
+    if cfg.dataset == "csv" and not cfg.csv:
+        raise ConfigError("csv: --dataset csv needs --csv FILE (columns: path, label[, domain, patient, split])")
+    if cfg.pretrained_path and not Path(cfg.pretrained_path).is_file():
+        raise ConfigError(f"pretrained_path: file not found: {cfg.pretrained_path} (weights load from a local file only)")
+    if cfg.grad_checkpointing and cfg.mode == "linear_probe":
+        warnings.append("grad_checkpointing has no effect in linear_probe mode (the backbone runs without gradients)")
+
+
+def _check_resolved(cfg: TrainConfig, multi_label: bool, warnings: list[str]) -> None:
+    if cfg.monitor == "val_acc" and multi_label:
+        raise ConfigError("monitor: val_acc is single-label only; use val_auroc or val_loss for multi-label")
+    if cfg.loss == "ce" and multi_label:
+        raise ConfigError("loss: ce is single-label; multi-label allows bce, focal or asl")
+    if cfg.augmentation in ("none",) and cfg.mixup_alpha > 0:
+        warnings.append("mixup_alpha > 0 with augmentation none: plain input mixup is still applied")
+
+
+def format_config_table(resolved: ResolvedConfig) -> list[str]:
+    """Plain text lines: key = value  [source] reason. Used by --print-config."""
+    rows = resolved.describe()
+    width = max(len(k) for k, *_ in rows)
+    lines = []
+    for key, value, source, reason in rows:
+        line = f"{key:<{width}} = {value!r:<24} [{source}]"
+        if reason:
+            line += f"  {reason}"
+        lines.append(line)
+    for w in resolved.warnings:
+        lines.append(f"warning: {w}")
+    return lines

@@ -1,0 +1,156 @@
+"""`medcls`: the headless typer CLI. No sub-command opens the Textual app.
+
+Heavy imports (torch, timm, textual) happen inside commands so `medcls --help` is instant.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any, Optional
+
+import typer
+
+from .train_options import split_kwargs, with_train_options
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
+                  help="Train medical image classifiers with the field's tips built in.")
+presets_app = typer.Typer(help="List and show presets.", no_args_is_help=True)
+app.add_typer(presets_app, name="presets")
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.callback(invoke_without_command=True)
+def main_callback(ctx: typer.Context,
+                  no_mouse: bool = typer.Option(False, "--no-mouse", help="Do not capture the mouse (SSH/tmux)."),
+                  output_dir: str = typer.Option("runs", "--output_dir", help="Where runs are listed and written.")) -> None:
+    """With no command: open the app (needs a terminal)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not sys.stdin.isatty() or not sys.stdout.isatty():
+        typer.echo("medcls: no terminal for the app; use `medcls train ...` headless (see --help)", err=True)
+        raise typer.Exit(2)
+    try:
+        from .app import MedclsApp
+    except ImportError as err:  # the app is part of this package; this only guards broken installs
+        fail(f"the Textual app could not be loaded ({err}); use `medcls train ...`")
+    MedclsApp(output_dir=output_dir).run(mouse=not no_mouse)
+
+
+def resolve_from_cli(flags: dict[str, Any], extras: dict[str, Any]):
+    """Flags + preset/config/retrain -> (ResolvedConfig, resume_dir or None). ConfigError on bad input."""
+    from core.config import ConfigError, load_yaml_file
+    from core.resolve import resolve_config
+    from core.runs import RunError, find_run_dir
+
+    resume_dir = None
+    base = None
+    if extras.get("retrain"):
+        try:
+            resume_dir = find_run_dir(extras["retrain"], flags.get("output_dir", "runs"))
+        except RunError as err:
+            raise ConfigError(str(err)) from None
+        data = load_yaml_file(resume_dir / "config.yaml") or {}
+        base = {k: v for k, v in data.items() if k not in ("name", "description", "notes", "group", "tags")}
+    resolved = resolve_config(flags, preset=extras.get("preset"), config_file=extras.get("config_file"), base=base)
+    return resolved, resume_dir
+
+
+def run_training(resolved, resume_dir=None, reporter=None) -> dict:
+    """Run the engine in a thread so Ctrl-C becomes a graceful stop (checkpoint + summary)."""
+    from core.engine import Trainer
+    from core.events import Control
+
+    from .reporter import ConsoleReporter
+
+    control = Control()
+    reporter = reporter or ConsoleReporter()
+    trainer = Trainer(resolved, on_event=reporter, control=control, resume_dir=resume_dir)
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(trainer.fit()), name="medcls-train", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+    except KeyboardInterrupt:
+        reporter.line("interrupt: stopping after this step, saving checkpoint and summary (Ctrl-C again to abort)")
+        control.request_stop()
+        thread.join()
+    return result
+
+
+@app.command("train", context_settings={"help_option_names": ["-h", "--help"]})
+@with_train_options
+def train(**kwargs: Any) -> None:
+    """Train (headless). Every flag of spec/TRAINING_TIPS.md works; unset values come from the tips."""
+    from core.config import ConfigError
+    from core.data import DataError
+    from core.resolve import format_config_table
+
+    flags, extras = split_kwargs(kwargs)
+    try:
+        resolved, resume_dir = resolve_from_cli(flags, extras)
+    except (ConfigError, DataError) as err:
+        fail(str(err))
+    if extras.get("print_config"):
+        for line in format_config_table(resolved):
+            typer.echo(line)
+        raise typer.Exit(0)
+    summary = run_training(resolved, resume_dir)
+    if summary.get("status") == "failed":
+        raise typer.Exit(1)
+
+
+@presets_app.command("list")
+def presets_list() -> None:
+    """Built-in and user presets, grouped."""
+    from core.presets import list_presets
+
+    for info in sorted(list_presets(), key=lambda i: (i.group, i.name)):
+        origin = "built-in" if info.builtin else str(info.path)
+        typer.echo(f"{info.group:<8} {info.name:<24} {info.description}  [{origin}]")
+
+
+@presets_app.command("show")
+def presets_show(name: str = typer.Argument(..., help="Preset name or file.")) -> None:
+    """A preset's file and the resolved config it gives, with the source of each value."""
+    from core.config import ConfigError
+    from core.presets import find_preset
+    from core.resolve import format_config_table, resolve_config
+
+    try:
+        info = find_preset(name)
+        resolved = resolve_config({}, preset=name)
+    except ConfigError as err:
+        fail(str(err))
+    typer.echo(f"# {info.path}")
+    typer.echo(info.path.read_text(encoding="utf-8").rstrip())
+    typer.echo("\n# resolved")
+    for line in format_config_table(resolved):
+        typer.echo(line)
+
+
+@app.command("runs")
+def runs_list(output_dir: str = typer.Option("runs", "--output_dir", help="Folder holding run folders.")) -> None:
+    """Past runs: name, status, best metric, date."""
+    from core.runs import list_runs
+
+    found = list_runs(output_dir)
+    if not found:
+        typer.echo(f"no runs in {output_dir}/")
+        return
+    typer.echo(f"{'name':<44} {'status':<14} {'best':<22} {'epochs':>6}  date")
+    for r in found:
+        best = f"{r.monitor} {r.best_value:.4f}" if r.best_value is not None else "-"
+        typer.echo(f"{r.name:<44} {r.status:<14} {best:<22} {r.epochs_completed:>6}  {r.date}")
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    app(args=argv)
+
+
+if __name__ == "__main__":
+    main()
