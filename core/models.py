@@ -67,7 +67,8 @@ class Classifier(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.linear_probe = linear_probe
-        dim = backbone.num_features
+        # pre-logits width: MobileNetV3 & co. have a conv head wider than num_features
+        dim = getattr(backbone, "head_hidden_size", None) or backbone.num_features
         if linear_probe:
             # MAE linear-probe recipe: BatchNorm without affine, then Linear.
             self.classifier = nn.Sequential(nn.BatchNorm1d(dim, affine=False), nn.Linear(dim, num_classes))

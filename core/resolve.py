@@ -152,8 +152,9 @@ def _batch_tip(gib, mode, timm_name, dataset, ds) -> tips.Tip:
     tip = tips.batch_tip(gib, mode, timm_name, dataset)
     if "batch_size" in ds and mode == "full_finetune" and gib is not None:
         low, high, _ = tips.batch_range_for_vram(gib, mode)
-        value = max(low, min(high, ds["batch_size"]))
-        return tips.Tip(value, f"{ds.get('title', dataset)}: batch {ds['batch_size']}, within {tip.reason}")
+        value = min(high, ds["batch_size"])
+        capped = " (capped by GPU memory)" if value < ds["batch_size"] else ""
+        return tips.Tip(value, f"{ds.get('title', dataset)}: batch {ds['batch_size']}{capped}; {tip.reason}")
     return tip
 
 

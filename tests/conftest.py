@@ -1,0 +1,33 @@
+"""Shared test helpers: fixture location and a tiny, fast training config."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FIXTURES = SHARED / "fixtures"
+SPEC = SHARED / "spec" / "TRAINING_TIPS.md"
+
+TINY = {
+    "dataset": "synthetic",
+    "model": "resnet18",
+    "img_size": 32,
+    "synthetic_size": 96,
+    "epochs": 2,
+    "batch_size": 16,
+    "num_workers": 0,
+}
+
+
+@pytest.fixture
+def tiny_flags(tmp_path):
+    """Flags for a run that trains in a few seconds on 2 CPU cores."""
+    return {**TINY, "output_dir": str(tmp_path / "runs")}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_user_presets(tmp_path, monkeypatch):
+    """Never read or write the developer's real ~/.config/medcls/presets in tests."""
+    monkeypatch.setenv("MEDCLS_PRESET_DIR", str(tmp_path / "user_presets"))

@@ -1,0 +1,114 @@
+"""Config merge order, provenance, YAML shapes and one-line errors."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from core.config import ConfigError, TrainConfig
+from core.resolve import format_config_table, resolve_config
+
+
+def write(path, data):
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return str(path)
+
+
+def test_merge_order_default_tip_preset_config_flag(tmp_path):
+    preset = write(tmp_path / "p.yaml", {"name": "p", "model": "resnet50", "epochs": 7, "lr": 0.5, "seed": 1})
+    config = write(tmp_path / "c.yaml", {"epochs": 9, "lr": 0.25})
+    r = resolve_config({"lr": 0.125}, preset=preset, config_file=config, vram_gib=None)
+    assert r.config.lr == 0.125 and r.sources["lr"] == "flag"
+    assert r.config.epochs == 9 and r.sources["epochs"] == "config file"
+    assert r.config.seed == 1 and r.sources["seed"] == "preset"
+    assert r.config.weight_decay == 1e-4 and r.sources["weight_decay"] == "tip"
+    assert r.config.min_lr_ratio == 0.01 and r.sources.get("min_lr_ratio", "default") == "default"
+
+
+def test_tips_fill_by_family_and_mode():
+    generic = {"dataset": "folder", "data_dir": "/x"}
+    vit_ft = resolve_config({**generic, "model": "vit_small_patch16", "mode": "full_finetune"}, vram_gib=24).config
+    assert (vit_ft.lr, vit_ft.weight_decay, vit_ft.layer_decay, vit_ft.drop_path_rate) == (5e-5, 0.05, 0.65, 0.1)
+    assert vit_ft.batch_size == 128  # 24GB+ -> 64-128, upper end for a small model
+    lp = resolve_config({"model": "vit_small_patch16", "mode": "linear_probe"}, vram_gib=24).config
+    assert (lp.lr, lp.weight_decay, lp.layer_decay, lp.batch_size) == (0.1, 0.0, None, 256)
+    swin = resolve_config({**generic, "model": "swin_base"}, vram_gib=16).config
+    assert (swin.lr, swin.drop_path_rate, swin.batch_size) == (5e-5, 0.2, 32)
+    cnn = resolve_config({"model": "resnet50"}, vram_gib=8).config
+    assert (cnn.lr, cnn.weight_decay, cnn.layer_decay) == (1e-3, 1e-4, None)
+
+
+def test_dataset_tips_from_spec():
+    nih = resolve_config({"dataset": "nih", "data_dir": "/x"}, vram_gib=24)
+    assert nih.config.multi_label is True and nih.config.epochs == 100 and nih.config.batch_size == 64
+    assert nih.config.loss == "bce" and "imbalanced" in nih.reasons["loss"]
+    covidx = resolve_config({"dataset": "covidx", "data_dir": "/x"}, vram_gib=24).config
+    assert (covidx.epochs, covidx.batch_size, covidx.early_stopping) == (50, 32, 10)
+    small_gpu = resolve_config({"dataset": "nih", "data_dir": "/x"}, vram_gib=8).config
+    assert small_gpu.batch_size == 32  # spec's 64 capped by the 8GB row (16-32)
+    vin = resolve_config({"dataset": "vinbigdata", "data_dir": "/x"}, vram_gib=24).config
+    assert (vin.epochs, vin.batch_size) == (30, 64)
+
+
+def test_warmup_tip_scales_with_epochs():
+    assert resolve_config({"epochs": 100}, vram_gib=None).config.warmup_epochs == 5
+    assert resolve_config({"epochs": 20}, vram_gib=None).config.warmup_epochs == 1
+
+
+def test_seed_yaml_shape_applies_only_to_its_mode(tmp_path):
+    cfg = write(tmp_path / "c.yaml", "full_finetune:\n  layer_decay: 0.75\ndrop_path_rate: 0.2\n")
+    ft = resolve_config({"model": "vit_base_patch16"}, config_file=cfg, vram_gib=None)
+    assert ft.config.layer_decay == 0.75 and ft.sources["layer_decay"] == "config file"
+    assert ft.config.drop_path_rate == 0.2
+    lp = resolve_config({"model": "vit_base_patch16", "mode": "linear_probe"}, config_file=cfg, vram_gib=None)
+    assert lp.config.layer_decay is None
+
+
+@pytest.mark.parametrize("flags, needle", [
+    ({"epochs": 0}, "epochs: must be >= 1"),
+    ({"mode": "probe"}, "mode:"),
+    ({"augmentation": "cutmix"}, "augmentation: must be one of none, standard"),
+    ({"model": "resnet_9000"}, "model: unknown model 'resnet_9000'"),
+    ({"model": "resnet50", "layer_decay": 0.65}, "layer_decay: only for transformers"),
+    ({"dataset": "covidx", "data_dir": "/x", "multi_label": True}, "multi_label: 'covidx' is a single-label"),
+    ({"dataset": "nih"}, "data_dir: --dataset nih needs --data_dir"),
+    ({"label_smoothing": 1.5}, "label_smoothing: must be between 0 and 1"),
+    ({"device": "tpu"}, "device: must be auto, cpu, cuda or cuda:N"),
+    ({"run_name": None, "batch_size": 0}, "batch_size: must be >= 1"),
+    ({"pretrained_path": "/nonexistent/w.pth"}, "pretrained_path: file not found"),
+])
+def test_bad_values_fail_with_one_line_naming_the_key(flags, needle):
+    with pytest.raises(ConfigError) as err:
+        resolve_config(flags, vram_gib=None)
+    message = str(err.value)
+    assert needle in message
+    assert "\n" not in message
+
+
+def test_unknown_key_in_file_names_file_and_allowed_keys(tmp_path):
+    bad = write(tmp_path / "bad.yaml", {"learning_rate": 0.1})
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'learning_rate'. Allowed keys: model, mode"):
+        resolve_config({}, config_file=bad, vram_gib=None)
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    bad = write(tmp_path / "broken.yaml", "model: resnet50\nepochs: [1,\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml line \d+: invalid YAML"):
+        resolve_config({}, config_file=bad, vram_gib=None)
+
+
+def test_model_alias_case_insensitive():
+    for name in ("ConvNeXt", "convnext", "DeiT", "DEIT", "vit_small_patch16", "swin_base", "MobileNetV3_Small"):
+        assert resolve_config({"model": name}, vram_gib=None).config.model == name
+
+
+def test_print_table_shows_source_and_reason():
+    lines = format_config_table(resolve_config({"model": "resnet50", "epochs": 3}, vram_gib=None))
+    lr_line = next(line for line in lines if line.startswith("lr "))
+    assert "[tip]" in lr_line and "CNN (ResNet) fine-tune" in lr_line
+    epochs_line = next(line for line in lines if line.startswith("epochs "))
+    assert "[flag]" in epochs_line
+
+
+def test_trainconfig_rejects_unknown_fields():
+    with pytest.raises(Exception):
+        TrainConfig(nonsense=1)

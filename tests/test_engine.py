@@ -1,0 +1,152 @@
+"""Real (tiny) training runs: run folder, events, control, exact resume."""
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import torch
+import yaml
+
+from core.checkpoint import load_checkpoint
+from core.engine import Trainer
+from core.events import CheckpointSaved, Control, EarlyStopState, EpochDone, RunFinished, RunStarted, StepDone
+from core.resolve import resolve_config
+from core.runs import list_runs, read_metrics
+
+SUMMARY_KEYS = {"status", "epochs_completed", "best_epoch", "monitor", "best_value", "val_loss", "val_auroc",
+                "val_acc", "val_auroc_per_class"}
+
+
+def run(flags, **kwargs):
+    events = []
+    trainer = Trainer(resolve_config(flags, vram_gib=None), on_event=events.append, **kwargs)
+    summary = trainer.fit()
+    return trainer, summary, events
+
+
+def test_run_folder_summary_and_events(tiny_flags):
+    trainer, summary, events = run({**tiny_flags, "run_name": "t1"})
+    d = trainer.run_dir
+    assert d.name == "t1" and (d / "config.yaml").is_file()
+    assert (d / "checkpoints" / "last.pt").is_file() and (d / "checkpoints" / "best.pt").is_file()
+    on_disk = json.loads((d / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(on_disk) and on_disk == summary
+    assert summary["status"] == "finished" and summary["epochs_completed"] == 2
+    assert set(summary["val_auroc_per_class"]) == {"Normal", "Effusion", "Nodule", "Opacity"}
+    assert 0.0 <= summary["val_acc"] <= 1.0 and summary["val_loss"] > 0
+    kinds = [type(e) for e in events]
+    assert kinds.index(RunStarted) < kinds.index(StepDone) < kinds.index(EpochDone) < kinds.index(RunFinished)
+    assert sum(k is EpochDone for k in kinds) == 2 and any(k is EarlyStopState for k in kinds)
+    records = read_metrics(d)
+    assert [r["epoch"] for r in records if r["event"] == "EpochDone"] == [1, 2]
+    # config.yaml is itself a valid preset that reproduces the run.
+    again = resolve_config({}, preset=str(d / "config.yaml"), vram_gib=None).config
+    assert again == trainer.cfg
+    assert list_runs(tiny_flags["output_dir"])[0].status == "finished"
+
+
+def test_multilabel_run_reports_per_class_auroc(tiny_flags):
+    _, summary, _ = run({**tiny_flags, "multi_label": True, "epochs": 1})
+    assert summary["status"] == "finished" and summary["val_acc"] is None
+    assert len(summary["val_auroc_per_class"]) == 5
+
+
+def test_stop_saves_checkpoint_and_summary(tiny_flags):
+    control = Control()
+
+    def on_event(e):
+        if isinstance(e, StepDone) and e.global_step == 3:
+            control.request_stop()
+
+    trainer = Trainer(resolve_config({**tiny_flags, "epochs": 3}, vram_gib=None), on_event=on_event, control=control)
+    summary = trainer.fit()
+    assert summary["status"] == "stopped" and summary["global_step"] == 3
+    state = load_checkpoint(trainer.run_dir / "checkpoints" / "last.pt")
+    assert state["position"]["global_step"] == 3 and control.finished.is_set()
+
+
+def test_pause_blocks_the_loop_until_resume(tiny_flags):
+    control = Control()
+    paused_at = []
+
+    def on_event(e):
+        if isinstance(e, StepDone) and e.global_step == 2 and not paused_at:
+            paused_at.append(e.global_step)
+            control.pause()
+
+    trainer = Trainer(resolve_config(tiny_flags, vram_gib=None), on_event=on_event, control=control)
+    thread = threading.Thread(target=trainer.fit)
+    thread.start()
+    assert not control.finished.wait(1.0), "a paused run must not finish"
+    assert trainer.pos.global_step == 2
+    control.resume()
+    assert control.finished.wait(60)
+    thread.join()
+    assert trainer.status == "finished"
+
+
+def test_save_now_writes_checkpoint_mid_epoch(tiny_flags):
+    control = Control()
+    saved = []
+
+    def on_event(e):
+        if isinstance(e, StepDone) and e.global_step == 1:
+            control.save_now()
+        if isinstance(e, CheckpointSaved):
+            saved.append(e)
+
+    Trainer(resolve_config({**tiny_flags, "epochs": 1}, vram_gib=None), on_event=on_event, control=control).fit()
+    assert saved[0].reason == "save_now" and saved[0].global_step == 1
+
+
+def weights(run_dir):
+    return load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+
+
+@pytest.mark.parametrize("extra", [{}, {"mixup_alpha": 0.4, "grad_accum_steps": 2, "drop_path_rate": 0.1}])
+def test_interrupted_then_resumed_run_matches_uninterrupted(tiny_flags, extra):
+    flags = {**tiny_flags, "epochs": 3, **extra}
+    full, full_summary, _ = run({**flags, "run_name": "full"})
+
+    control = Control()
+
+    def stop_mid_epoch(e):
+        if isinstance(e, StepDone) and e.global_step == 4:  # inside epoch 2
+            control.request_stop()
+
+    part = Trainer(resolve_config({**flags, "run_name": "part"}, vram_gib=None), on_event=stop_mid_epoch,
+                   control=control)
+    assert part.fit()["status"] == "stopped"
+    base = yaml.safe_load((part.run_dir / "config.yaml").read_text())
+    base = {k: v for k, v in base.items() if k not in ("name", "group", "description")}
+    resumed = Trainer(resolve_config({}, base=base, vram_gib=None), resume_dir=part.run_dir)
+    summary = resumed.fit()
+    assert summary["status"] == "finished" and summary["global_step"] == full_summary["global_step"]
+    a, b = weights(full.run_dir), weights(part.run_dir)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from uninterrupted run"
+    assert summary["val_loss"] == pytest.approx(full_summary["val_loss"], abs=0, rel=0)
+
+
+def test_linear_probe_caches_features_and_freezes_backbone(tiny_flags):
+    trainer, summary, events = run({**tiny_flags, "mode": "linear_probe", "epochs": 2})
+    assert trainer.cache_features and summary["status"] == "finished"
+    assert trainer.cfg.lr == 0.1 and trainer.cfg.weight_decay == 0.0
+
+
+def test_early_stopping_ends_run(tiny_flags):
+    # lr so small nothing improves after epoch 1 beyond min_delta -> stops after patience epochs.
+    _, summary, _ = run({**tiny_flags, "epochs": 6, "early_stopping": 1, "min_delta": 0.5})
+    assert summary["status"] == "early_stopped" and summary["epochs_completed"] == 2
+    assert summary["best_epoch"] == 1
+
+
+def test_failed_run_writes_summary_with_error(tiny_flags):
+    def boom(step, n):
+        raise ValueError("injected failure")
+
+    trainer = Trainer(resolve_config(tiny_flags, vram_gib=None), fault_hook=boom)
+    summary = trainer.fit()
+    assert summary["status"] == "failed" and "injected failure" in summary["error"]
+    assert (trainer.run_dir / "error.txt").is_file()
