@@ -378,6 +378,7 @@ class Trainer:
         """Train to the end (or stop/early stop); returns summary.json's content."""
         start = time.time()
         error: Optional[str] = None
+        failure: Optional[BaseException] = None
         summary: dict = {}
         try:
             self._setup()
@@ -402,6 +403,7 @@ class Trainer:
             self._loop(start)
         except Exception as err:  # noqa: BLE001 - a failed run still gets a summary
             self.status = "failed"
+            failure = err
             error = f"{type(err).__name__}: {err}"
             if self.run_dir is not None:
                 (self.run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
@@ -412,8 +414,8 @@ class Trainer:
                 runs.write_json_atomic(self.run_dir / runs.SUMMARY_FILE, summary)
             self.emit(RunFinished(status=self.status, run_dir=str(self.run_dir or ""), summary=summary, error=error))
             self.control.finished.set()
-        if error and self.run_dir is None:
-            raise RuntimeError(error)
+        if failure is not None and self.run_dir is None:
+            raise failure  # nothing was written: bad data/config surfaces as the original error
         return summary
 
     def _loop(self, start: float) -> None:

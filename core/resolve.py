@@ -137,6 +137,7 @@ def resolve_config(
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err)) from None
     _check_resolved(config, multi_label, warnings)
+    _check_registered(config)
     return ResolvedConfig(config=config, sources=sources, reasons=reasons, notes=notes, warnings=warnings)
 
 
@@ -161,6 +162,10 @@ def _batch_tip(gib, mode, timm_name, dataset, ds) -> tips.Tip:
 def _check_combinations(cfg: TrainConfig, sources: dict[str, str], family: str, timm_name: str,
                         warnings: list[str]) -> None:
     """Impossible combinations fail before training, naming the key."""
+    from .data import dataset_names
+
+    if cfg.dataset not in dataset_names():
+        raise ConfigError(f"dataset: unknown dataset '{cfg.dataset}'. Allowed: {', '.join(dataset_names())}")
     if cfg.layer_decay is not None and family not in tips.LAYER_DECAY_FAMILIES:
         raise ConfigError(
             f"layer_decay: only for transformers/ConvNeXt ({', '.join(tips.LAYER_DECAY_FAMILIES)}); "
@@ -191,6 +196,19 @@ def _check_resolved(cfg: TrainConfig, multi_label: bool, warnings: list[str]) ->
         raise ConfigError("loss: ce is single-label; multi-label allows bce, focal or asl")
     if cfg.augmentation in ("none",) and cfg.mixup_alpha > 0:
         warnings.append("mixup_alpha > 0 with augmentation none: plain input mixup is still applied")
+
+
+def _check_registered(cfg: TrainConfig) -> None:
+    """Names that select registered code (augmentation, loss, dataset) must exist."""
+    from .augment import strategy_names
+    from .losses import loss_names
+
+    aug = cfg.augmentation or "standard"
+    if aug not in ("none", "standard") and aug not in strategy_names():
+        raise ConfigError(f"augmentation: '{aug}' is not available in this build. Allowed: none, standard, "
+                          f"{', '.join(n for n in strategy_names() if n != 'erm')}")
+    if cfg.loss not in loss_names():
+        raise ConfigError(f"loss: '{cfg.loss}' is not available. Allowed: auto, {', '.join(loss_names())}")
 
 
 def format_config_table(resolved: ResolvedConfig) -> list[str]:

@@ -70,7 +70,15 @@ def run_training(resolved, resume_dir=None, reporter=None) -> dict:
     reporter = reporter or ConsoleReporter()
     trainer = Trainer(resolved, on_event=reporter, control=control, resume_dir=resume_dir)
     result: dict = {}
-    thread = threading.Thread(target=lambda: result.update(trainer.fit()), name="medcls-train", daemon=True)
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.update(trainer.fit())
+        except Exception as err:  # noqa: BLE001 - reported on the main thread
+            errors.append(err)
+
+    thread = threading.Thread(target=target, name="medcls-train", daemon=True)
     thread.start()
     try:
         while thread.is_alive():
@@ -79,6 +87,8 @@ def run_training(resolved, resume_dir=None, reporter=None) -> dict:
         reporter.line("interrupt: stopping after this step, saving checkpoint and summary (Ctrl-C again to abort)")
         control.request_stop()
         thread.join()
+    if errors:
+        raise errors[0]
     return result
 
 
@@ -99,7 +109,10 @@ def train(**kwargs: Any) -> None:
         for line in format_config_table(resolved):
             typer.echo(line)
         raise typer.Exit(0)
-    summary = run_training(resolved, resume_dir)
+    try:
+        summary = run_training(resolved, resume_dir)
+    except (ConfigError, DataError, ValueError, FileNotFoundError, RuntimeError) as err:
+        fail(str(err), code=1)
     if summary.get("status") == "failed":
         raise typer.Exit(1)
 
