@@ -11,7 +11,8 @@ from typing import Optional
 from .tips import MONITORING
 
 OVERFIT_EPOCHS = 2  # consecutive epochs of val loss up while train loss down
-GAP_GROWTH = 0.15  # train-val accuracy gap growth (absolute) over the window
+GAP_MIN = 0.15  # "train accuracy >> val accuracy": at least 15 points apart ...
+GAP_GROWTH = 0.05  # ... growing over the window while val loss stopped improving
 PLATEAU_EPOCHS = 3
 PLATEAU_REL_CHANGE = 0.01
 HIGH_LOSS_FRACTION = 0.9  # of the first epoch's loss
@@ -40,7 +41,9 @@ class TrainingMonitor:
             if train_down and val_up:
                 found.append(("overfitting", f"epoch {epoch}: train loss decreasing while val loss increasing "
                               f"for {k} epochs. {MONITORING['overfitting']['solution']}"))
-        if len(self.gaps) > k and self.gaps[-1] - self.gaps[-k - 1] > GAP_GROWTH:
+        val_stalled = len(v) > k and None not in v[-k - 1:] and v[-1] >= min(v[-k - 1:-1])
+        if (len(self.gaps) > k and self.gaps[-1] > GAP_MIN and self.gaps[-1] - self.gaps[-k - 1] > GAP_GROWTH
+                and val_stalled):
             found.append(("overfitting", f"epoch {epoch}: train accuracy {self.gaps[-1]:+.0%} above val accuracy "
                           f"and growing. {MONITORING['overfitting']['solution']}"))
         p = PLATEAU_EPOCHS

@@ -86,3 +86,27 @@ def test_no_weight_decay_on_norms_biases_tokens():
             assert id(p) in no_decay, name
         else:
             assert id(p) not in no_decay, name
+
+
+def test_pretrained_weights_load_from_local_file_only(tmp_path):
+    from safetensors.torch import save_file
+
+    source = build_model("resnet18", 2, "full_finetune", img_size=32)
+    state = {f"module.{k}": v for k, v in source.backbone.state_dict().items()}
+    state["fc.weight"] = torch.zeros(1000, 512)  # an ImageNet head is ignored
+    torch.save({"state_dict": state}, tmp_path / "w.pth")
+    save_file({k: v.contiguous() for k, v in source.backbone.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    for name in ("w.pth", "w.safetensors"):
+        model = build_model("resnet18", 3, "full_finetune", img_size=32, pretrained_path=str(tmp_path / name))
+        target = model.backbone.state_dict()
+        assert all(torch.equal(v, target[k]) for k, v in source.backbone.state_dict().items())
+    with pytest.raises(FileNotFoundError, match="pretrained_path: file not found"):
+        build_model("resnet18", 3, "full_finetune", pretrained_path=str(tmp_path / "missing.pth"))
+
+
+def test_grad_checkpointing_is_switched_on():
+    model = build_model("vit_tiny_patch16_224", 2, "full_finetune", img_size=32, grad_checkpointing=True)
+    assert model.backbone.grad_checkpointing is True
+    x, y = tiny_batch(32)
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    assert model.backbone.patch_embed.proj.weight.grad is not None
