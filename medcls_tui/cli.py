@@ -10,12 +10,15 @@ from typing import Any, Optional
 
 import typer
 
+from .cli_data import data_app, prepare_command
 from .train_options import split_kwargs, with_train_options
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
                   help="Train medical image classifiers with the field's tips built in.")
 presets_app = typer.Typer(help="List and show presets.", no_args_is_help=True)
 app.add_typer(presets_app, name="presets")
+app.add_typer(data_app, name="data", help="Dataset statistics.")
+app.command("prepare", help="Decode a dataset once into the resized pixel cache.")(prepare_command)
 
 
 def fail(message: str, code: int = 2) -> None:

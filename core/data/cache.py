@@ -260,16 +260,25 @@ def _writable_dir(path: Path) -> bool:
 
 
 class CachedTable(ArrayTable):
-    """An ArrayTable over a cache file. Pickles as the file name, not the pixels (DataLoader workers)."""
+    """An ArrayTable over a cache file; image i is cache row rows[i] (all rows in order if None).
+
+    Pickles as the file name, not the pixels, so DataLoader workers (spawn) stay cheap.
+    """
 
     def __init__(self, images_file: Path, targets: np.ndarray, domains: np.ndarray, ids: list[str],
-                 patients: Optional[list[str]] = None, images: Optional[np.ndarray] = None):
+                 patients: Optional[list[str]] = None, rows: Optional[np.ndarray] = None,
+                 images: Optional[np.ndarray] = None):
         self.images_file = Path(images_file)
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         mapped = images if images is not None else np.load(self.images_file, mmap_mode="r")
         super().__init__(mapped, targets, domains, ids=ids, patients=patients)
+        expected = len(self.rows) if self.rows is not None else len(mapped)
+        if len(targets) != expected:
+            raise ValueError(f"{len(targets)} targets for {expected} cached images")
 
     def image(self, index: int) -> np.ndarray:
-        return np.array(self.images[index])  # a writable copy, detached from the map
+        row = int(self.rows[index]) if self.rows is not None else index
+        return np.array(self.images[row])  # a writable copy, detached from the map
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

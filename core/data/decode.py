@@ -49,7 +49,7 @@ def is_dicom_bytes(head: bytes) -> bool:
 
 def decode_gray(path: PathLike, size_hint: Optional[int] = None) -> np.ndarray:
     """Full-resolution uint8 HxW. size_hint lets JPEG decode at a reduced scale (>= hint)."""
-    return np.asarray(_decode_image(Path(path), size_hint), dtype=np.uint8)
+    return np.array(_decode_image(Path(path), size_hint), dtype=np.uint8)  # writable, unlike asarray
 
 
 def load_resized(path: PathLike, size: int) -> np.ndarray:
@@ -63,7 +63,7 @@ def resize_square(image: Union[Image.Image, np.ndarray], size: int) -> np.ndarra
         image = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), mode="L")
     if image.size != (size, size):
         image = image.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
-    return np.asarray(image, dtype=np.uint8)
+    return np.array(image, dtype=np.uint8)  # writable (torch.from_numpy warns on read-only arrays)
 
 
 def _decode_image(path: Path, size_hint: Optional[int]) -> Image.Image:

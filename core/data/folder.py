@@ -1,48 +1,34 @@
-"""`--dataset folder --data_dir DIR`: one sub-folder per class, the layout users already have."""
+"""`--dataset folder --data_dir DIR`: one sub-folder per class, the layout users already have.
+
+Only the layout is parsed here; decoding, the pixel cache, skip reports and the split come from
+records.assemble like every other file source.
+"""
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
-from PIL import Image
-
 from . import register_dataset
-from .base import DataError, DatasetBundle, LoaderTable
+from .base import DataError, DatasetBundle
+from .decode import ALL_SUFFIXES
+from .records import Record, SourceIndex, assemble, register_index, require_data_dir
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"}
 
-
-def _decode_resized(path: Path, size: int) -> np.ndarray:
-    with Image.open(path) as im:
-        im = im.convert("L")
-        return np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.uint8)
+@register_index("folder")
+def build_index(config) -> SourceIndex:
+    root = require_data_dir(config, "folder", "one sub-folder per class")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) < 2:
+        raise DataError(f"{root}: expected at least 2 class sub-folders, found {classes or 'none'}")
+    records = [
+        Record(path=f, id=str(f.relative_to(root)), target=c)
+        for c, name in enumerate(classes)
+        for f in sorted((root / name).rglob("*"))
+        if f.is_file() and f.suffix.lower() in ALL_SUFFIXES and not f.name.startswith(".")
+    ]
+    if not records:
+        raise DataError(f"{root}: no images ({', '.join(sorted(ALL_SUFFIXES))}) in the class folders {classes}")
+    return SourceIndex(name="folder", classes=classes, multi_label=False, records=records,
+                       label_file=root, root=root)
 
 
 @register_dataset("folder")
 def build(config, progress) -> DatasetBundle:
-    if not config.data_dir:
-        raise DataError("data_dir: --dataset folder needs --data_dir DIR with one sub-folder per class")
-    root = Path(config.data_dir)
-    if not root.is_dir():
-        raise DataError(f"data_dir: folder not found: {root}")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(classes) < 2:
-        raise DataError(f"{root}: expected at least 2 class sub-folders, found {classes or 'none'}")
-    paths, targets = [], []
-    for c, name in enumerate(classes):
-        for f in sorted((root / name).rglob("*")):
-            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-                paths.append(f)
-                targets.append(c)
-    if not paths:
-        raise DataError(f"{root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the class folders")
-    size = config.img_size or 224
-    targets_arr = np.asarray(targets, dtype=np.int64)
-    ids = [str(p.relative_to(root)) for p in paths]
-    table = LoaderTable(lambda i: _decode_resized(paths[i], size), targets_arr,
-                        np.zeros(len(paths), dtype=np.int64), ids)
-    rng = np.random.default_rng(config.seed)
-    perm = rng.permutation(len(paths))
-    n_val = max(1, int(round(config.val_fraction * len(paths))))
-    return DatasetBundle(name="folder", classes=classes, multi_label=False,
-                         train=table.subset(perm[n_val:]), val=table.subset(perm[:n_val]))
+    return assemble(build_index(config), config, progress)

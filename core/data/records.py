@@ -171,13 +171,13 @@ def assemble(index: SourceIndex, config, progress: ProgressFn, cache: bool = Tru
     rows = np.array([row_of[r.path] for r in kept], dtype=np.int64)
     table: ImageTable
     if result is not None:
-        full = CachedTable(result.images_file, targets, domains, ids, patients, images=result.images)
-        table = full.subset(rows) if not _identity(rows, len(unique_paths)) else full
+        table = CachedTable(result.images_file, targets, domains, ids, patients,
+                            rows=None if _identity(rows, len(unique_paths)) else rows, images=result.images)
     else:
         paths = [r.path for r in kept]
         table = LoaderTable(lambda j: load_resized(paths[j], size), targets, domains, ids, patients)
 
-    split_idx = _split(kept, config)
+    split_idx = _split(kept, config, index.multi_label)
     if len(split_idx["train"]) == 0:
         raise DataError(f"{index.label_file}: no usable training images after the split "
                         f"({len(kept)} usable images, val_fraction={config.val_fraction})")
@@ -202,14 +202,17 @@ def _targets(records: Sequence[Record], multi_label: bool, num_classes: int) -> 
     return np.array([int(r.target) for r in records], dtype=np.int64)
 
 
-def _split(records: Sequence[Record], config) -> dict[str, np.ndarray]:
+def _split(records: Sequence[Record], config, multi_label: bool) -> dict[str, np.ndarray]:
+    """Fixed splits as given; `trainval` rows divided by patient (stratified by class if single-label)."""
     by_split = {s: [] for s in SPLITS}
     for k, r in enumerate(records):
         by_split[r.split].append(k)
     out = {s: np.array(by_split[s], dtype=np.int64) for s in ("train", "val", "test")}
     trainval = np.array(by_split["trainval"], dtype=np.int64)
     if len(trainval):
-        keep, held = split_by_patient([records[k].patient for k in trainval], config.val_fraction, config.seed)
+        strata = None if multi_label else [int(records[k].target) for k in trainval]
+        keep, held = split_by_patient([records[k].patient for k in trainval], config.val_fraction, config.seed,
+                                      strata=strata)
         out["train"] = np.sort(np.concatenate([out["train"], trainval[keep]]))
         out["val"] = np.sort(np.concatenate([out["val"], trainval[held]]))
     return out

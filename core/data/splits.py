@@ -2,10 +2,13 @@
 
 Images of one patient are near-duplicates; letting them straddle train and validation inflates
 validation scores. Patients are shuffled in sorted order, so the split depends only on the set
-of patients and the seed, not on file order.
+of patients and the seed, not on file order. For single-label data the split is stratified:
+each class (a patient's most frequent label) gives its own share of patients, so a rare class
+with at least two patients is never missing from validation (its AUROC would be undefined).
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Optional, Sequence
 
 import numpy as np
@@ -18,11 +21,29 @@ def n_holdout(n_groups: int, fraction: float) -> int:
     return int(min(n_groups - 1, max(1, np.floor(fraction * n_groups + 0.5))))
 
 
-def split_by_patient(patients: Sequence[Optional[str]], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(keep_indices, holdout_indices); images without a patient id count as their own patient."""
+def split_by_patient(patients: Sequence[Optional[str]], fraction: float, seed: int,
+                     strata: Optional[Sequence[int]] = None) -> tuple[np.ndarray, np.ndarray]:
+    """(keep_indices, holdout_indices); images without a patient id count as their own patient.
+
+    strata: a class per image (single-label) to stratify by; None = plain patient split.
+    """
     groups = [p if p not in (None, "") else f"\x00image{i}" for i, p in enumerate(patients)]
     unique = sorted(set(groups))
-    order = np.random.default_rng(seed).permutation(len(unique))
-    held = {unique[j] for j in order[:n_holdout(len(unique), fraction)]}
+    if strata is None:
+        by_stratum = {0: unique}
+    else:
+        votes: dict[str, Counter] = {}
+        for g, s in zip(groups, strata):
+            votes.setdefault(g, Counter())[int(s)] += 1
+        by_stratum = {}
+        for g in unique:
+            label = min(votes[g].items(), key=lambda kv: (-kv[1], kv[0]))[0]
+            by_stratum.setdefault(label, []).append(g)
+    rng = np.random.default_rng(seed)
+    held: set[str] = set()
+    for label in sorted(by_stratum):
+        members = by_stratum[label]
+        order = rng.permutation(len(members))
+        held.update(members[j] for j in order[:n_holdout(len(members), fraction)])
     mask = np.fromiter((g in held for g in groups), dtype=bool, count=len(groups))
     return np.flatnonzero(~mask), np.flatnonzero(mask)

@@ -116,10 +116,13 @@ def _domain_confounds(bundle: DatasetBundle, by_domain: dict[str, dict[str, int]
 
 
 def _empty_classes(bundle: DatasetBundle, splits: dict[str, dict]) -> list[str]:
-    if "train" not in splits:
-        return []
-    missing = [c for c, n in splits["train"]["per_class"].items() if n == 0]
-    return [f"class '{c}' has no training images" for c in missing]
+    warnings = []
+    if "train" in splits:
+        warnings += [f"class '{c}' has no training images" for c, n in splits["train"]["per_class"].items() if n == 0]
+    if splits.get("val", {}).get("images"):
+        warnings += [f"class '{c}' has no validation images: its AUROC is undefined"
+                     for c, n in splits["val"]["per_class"].items() if n == 0 and splits["train"]["per_class"].get(c)]
+    return warnings
 
 
 def format_stats(stats: dict[str, Any], max_domains: Optional[int] = 12) -> list[str]:
