@@ -91,6 +91,8 @@ class TrainConfig(BaseModel):
     """Label smoothing for CE; for BCE y*(1-e)+e/2."""
     loss: Literal["auto", "ce", "bce", "focal", "asl"] = "auto"
     """auto: CE single-label, BCE with pos_weight multi-label."""
+    class_weights: bool = False
+    """CE only: weight classes by inverse training frequency n/(C*n_c) (mean weight 1 over the training set)."""
     focal_gamma: float = 2.0
     focal_alpha: float = 0.25
     asl_gamma_neg: float = 4.0
@@ -114,7 +116,13 @@ class TrainConfig(BaseModel):
     xdm_warmup_steps: int = 3000
     """XDomainMix ERM warm-up steps before augmented features are used."""
     xdm_discard_prob: float = 0.2
+    """XDomainMix: probability (once per batch) of dropping the class-specific domain-specific part."""
+    xdm_tau_step_every: int = 100
+    """XDomainMix: steps between domain-quantile changes (tau 0.9 -> 0.5 by 0.1, then back to 0.9)."""
+    xdm_domain_lr: float = 1e-3
+    """XDomainMix: Adam LR of the domain head (a linear probe on detached features, own optimizer)."""
     pipmix_patch: int = 32
+    """PipMix patch size in px (the grid keeps at least 2x2 patches on small images)."""
 
     # --- early stopping / monitoring ---
     early_stopping: Optional[int] = None

@@ -1,0 +1,298 @@
+"""`medcls` with no sub-command: the Textual app.
+
+The App owns the training run (so it survives navigating between screens, docs/TUI.md): the
+engine runs in a thread worker, its events go into an EventBuffer, and a timer drains the buffer
+a few times per second into a RunState that the screens draw from.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.worker import Worker, WorkerState
+
+from .event_buffer import EventBuffer
+from .run_state import RunState, fmt_value
+from .tui_settings import AppSettings
+
+TrainerFactory = Callable[..., Any]
+"""Trainer(resolved, on_event=..., control=..., resume_dir=...) -> object with .fit()."""
+
+
+class RunSession:
+    """One run started from the app: its config, control, event buffer and folded state."""
+
+    def __init__(self, resolved: Any, resume_dir: Optional[Path] = None) -> None:
+        from core.events import Control
+
+        self.resolved = resolved
+        self.resume_dir = resume_dir
+        self.control = Control()
+        self.buffer = EventBuffer()
+        self.state = RunState()
+        self.worker: Optional[Worker] = None
+        self.started_at = time.time()
+        self.announced = False
+
+    @property
+    def active(self) -> bool:
+        """True until the engine has returned (Control.finished, set in the engine's finally)."""
+        if self.control.finished.is_set():
+            return False
+        if self.worker is not None and self.worker.state in (WorkerState.SUCCESS, WorkerState.ERROR):
+            return False  # failed before fit() could set `finished`
+        return True
+
+
+class MedclsApp(App):
+    """Preset picker -> advisor -> live training -> runs, all keyboard-driven."""
+
+    TITLE = "medcls"
+    CSS_PATH = "styles/medcls.tcss"
+    ENABLE_COMMAND_PALETTE = False
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
+
+    def __init__(self, output_dir: str = "runs", settings: Optional[AppSettings] = None,
+                 hardware: Any = None, trainer_factory: Optional[TrainerFactory] = None,
+                 presets: Optional[Callable[[], list]] = None, initial_preset: str = "demo") -> None:
+        super().__init__()
+        self.output_dir = str(output_dir)
+        self.settings = settings or AppSettings()
+        self.hardware = hardware
+        """core.advisor HardwareInfo (or medcls_tui.advice.HardwareView); read in a worker when None."""
+        self.trainer_factory = trainer_factory
+        self._presets = presets
+        self.initial_preset = initial_preset
+        self.session: Optional[RunSession] = None
+        self.current_resolved: Any = None
+        """The picker's latest valid ResolvedConfig (the advisor reads it)."""
+        self.probe_result: Any = None
+        self.picker = None
+
+    # ------------------------------------------------------------------ setup
+    def on_mount(self) -> None:
+        from .screens.picker import PickerScreen
+
+        if self.settings.ascii:
+            self.add_class("-ascii")
+        self.sub_title = "" if self.settings.stable else self.output_dir
+        self.picker = PickerScreen()
+        self.push_screen(self.picker)
+        self.set_interval(self.settings.refresh_interval, self.pump)
+        if self.hardware is None:
+            self.load_hardware()
+
+    def list_presets(self) -> list:
+        from core.presets import list_presets
+
+        return (self._presets or list_presets)()
+
+    @work(thread=True, exclusive=True, group="hardware", exit_on_error=False)
+    def load_hardware(self) -> None:
+        from .advice import read_hardware
+
+        hardware = read_hardware()
+        self.call_from_thread(self._hardware_ready, hardware)
+
+    def _hardware_ready(self, hardware: Any) -> None:
+        self.hardware = hardware
+        if hasattr(self.screen, "hardware_changed"):
+            self.screen.hardware_changed()
+
+    def tips_vram(self) -> Optional[float] | str:
+        """GPU memory the tips assume: the setting, else the app's hardware reading, else engine detection."""
+        if self.settings.vram_gib != "detect":
+            return self.settings.vram_gib
+        if self.hardware is not None:
+            from .advice import training_vram_gib
+
+            return training_vram_gib(self.hardware)
+        return "detect"
+
+    def app_flags(self) -> dict[str, Any]:
+        """Values the app itself sets on a run (never saved into presets)."""
+        return {"output_dir": self.output_dir}
+
+    # ------------------------------------------------------------------ the run
+    @property
+    def run_active(self) -> bool:
+        return self.session is not None and self.session.active
+
+    def start_run(self, resolved: Any, resume_dir: Optional[Path] = None) -> bool:
+        """Start training in a worker thread owned by the App and show the live screen."""
+        if self.run_active:
+            self.notify("A run is already active: stop it first (w to watch it).", severity="warning")
+            return False
+        self.session = RunSession(resolved, resume_dir)
+        self.session.worker = self._train(self.session)
+        self.show_training()
+        return True
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="training", name="medcls-train")
+    def _train(self, session: RunSession) -> dict:
+        factory = self.trainer_factory
+        if factory is None:
+            from core.engine import Trainer as factory  # noqa: N813
+        trainer = factory(session.resolved, on_event=session.buffer, control=session.control,
+                          resume_dir=session.resume_dir)
+        return trainer.fit()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        session = self.session
+        if session is None or event.worker is not session.worker:
+            return
+        if event.state == WorkerState.ERROR:
+            err = event.worker.error
+            session.state.error = session.state.error or f"{type(err).__name__}: {err}"
+            if not session.state.finished:
+                session.state.status = "failed"
+            session.state.version += 1
+        if event.state in (WorkerState.SUCCESS, WorkerState.ERROR):
+            self.pump()
+
+    def pump(self) -> None:
+        """Timer tick: fold buffered events into the run state and redraw the screen once."""
+        session = self.session
+        if session is None:
+            return
+        events = session.buffer.drain()
+        if events:
+            session.state.apply_all(events)
+        state = session.state
+        if events or not session.active:
+            self._update_sub_title(state)
+            refresh = getattr(self.screen, "refresh_view", None)
+            if refresh is not None:
+                refresh()
+        if not session.active and not session.announced and (state.finished or state.error):
+            session.announced = True
+            severity = "error" if state.status == "failed" else "information"
+            self.notify(self.result_text(state), title=f"run {state.status.replace('_', ' ')}",
+                        severity=severity, timeout=6)
+
+    def _update_sub_title(self, state: RunState) -> None:
+        if self.settings.stable:
+            return
+        if state.finished:
+            self.sub_title = f"{state.run_name}: {state.status.replace('_', ' ')}"
+        elif state.epochs:
+            self.sub_title = f"{state.run_name}: epoch {state.epoch}/{state.epochs} {state.status}"
+
+    def result_text(self, state: RunState) -> str:
+        if state.status == "failed":
+            return f"failed: {state.error or 'see error.txt in the run folder'}"
+        s = state.summary
+        best = (f"best {s.get('monitor')} {fmt_value(s.get('best_value'))} at epoch {s.get('best_epoch')}"
+                if s.get("best_value") is not None else "no validation yet")
+        return f"{s.get('epochs_completed', state.epoch)} epoch(s), {best}"
+
+    def toggle_pause(self) -> None:
+        session = self.session
+        if not self.run_active or session is None:
+            return
+        if session.control.paused:
+            session.control.resume()
+            self.notify("resumed")
+        else:
+            session.control.pause()
+            self.notify("pausing after this step")
+        if hasattr(self.screen, "refresh_view"):
+            self.screen.refresh_view()
+
+    def stop_run(self) -> None:
+        if self.run_active and self.session is not None:
+            self.session.control.request_stop()
+            self.notify("stopping after this step: saving checkpoint and summary")
+
+    def save_now(self) -> None:
+        if self.run_active and self.session is not None:
+            self.session.control.save_now()
+            self.notify("saving a checkpoint after this step")
+
+    def resume_run(self, run_dir: Path) -> bool:
+        """Continue an unfinished run folder exactly where it stopped (same as `medcls train --retrain`)."""
+        from core.config import ConfigError
+
+        from .cli import resolve_from_cli
+
+        try:
+            resolved, resume_dir = resolve_from_cli({"output_dir": self.output_dir}, {"retrain": str(run_dir)})
+        except ConfigError as err:
+            self.notify(str(err), severity="error")
+            return False
+        return self.start_run(resolved, resume_dir)
+
+    # ------------------------------------------------------------------ navigation
+    def show_training(self) -> None:
+        from .screens.training import TrainingScreen
+
+        if isinstance(self.screen, TrainingScreen):
+            return
+        if self.session is None:
+            self.notify("No run yet: pick a preset and press ctrl+t to train.")
+            return
+        self.push_screen(TrainingScreen())
+
+    def show_runs(self) -> None:
+        from .screens.runs import RunsScreen
+
+        if not isinstance(self.screen, RunsScreen):
+            self.push_screen(RunsScreen())
+
+    def show_advisor(self) -> None:
+        from .screens.advisor import AdvisorScreen
+
+        if not isinstance(self.screen, AdvisorScreen):
+            self.push_screen(AdvisorScreen())
+
+    def apply_advice(self, values: dict[str, Any]) -> None:
+        """Hand the advisor's batch size / accumulation to the picker's form."""
+        if self.picker is not None:
+            self.picker.apply_values(values)
+
+    # ------------------------------------------------------------------ quitting
+    async def action_quit(self) -> None:
+        from .screens.confirm_quit import ConfirmQuitScreen
+
+        session = self.session
+        if session is not None and session.active:
+            if session.control.stop_requested:
+                self.notify("Still stopping: saving the checkpoint and summary...")
+                return
+            if isinstance(self.screen, ConfirmQuitScreen):
+                return
+            self.push_screen(ConfirmQuitScreen(session.state.run_name), self._quit_answer)
+            return
+        self.exit()
+
+    def _quit_answer(self, confirmed: Optional[bool]) -> None:
+        if confirmed:
+            self.run_worker(self._stop_then_exit(), group="shutdown", exclusive=True)
+
+    async def _stop_then_exit(self) -> None:
+        """Graceful stop (checkpoint + summary), wait for the engine thread to end, then exit."""
+        session = self.session
+        if session is not None:
+            session.control.request_stop()
+            self.notify("Stopping: saving checkpoint and summary, then quitting...")
+            while session.active:
+                await asyncio.sleep(0.05)
+            if session.worker is not None:
+                try:
+                    await session.worker.wait()
+                except Exception:  # noqa: BLE001 - a failed run still ends; its error is in the run folder
+                    pass
+            self.pump()
+        self.exit()
+
+    def on_unmount(self) -> None:
+        # Any other way out (SIGHUP, app.exit() from code): ask the engine to stop at the next step
+        # so the executor thread that Textual waits for ends promptly and still writes its summary.
+        if self.session is not None and self.session.active:
+            self.session.control.request_stop()

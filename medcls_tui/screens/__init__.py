@@ -1,0 +1,1 @@
+"""Screens of the medcls app: one per file."""

@@ -1,0 +1,243 @@
+"""First screen: presets grouped by dataset/budget/task, editable main settings, the tips explained."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Header, OptionList, Static
+from textual.worker import get_current_worker
+
+from core.config import field_doc
+
+from ..picker_logic import (
+    MAIN_FIELDS,
+    TEXT_FIELDS,
+    FormModel,
+    Resolution,
+    dataset_notes,
+    display_error,
+    explain,
+    preset_key,
+    resolve_form,
+)
+from ..widgets.preset_list import PresetList
+from ..widgets.settings_form import SettingsForm
+from ..widgets.tips_panel import TipsPanel, tips_text
+
+
+def _dataset_names() -> list[str]:
+    from core.data import dataset_names
+
+    return dataset_names()
+
+
+def _model_names() -> list[str]:
+    from core import tips
+
+    names = {m for ms in tips.MODELS_BY_BUDGET.values() for m in ms}
+    names |= {row["model"] for row in tips.MODELS_BY_TASK.values()}
+    names |= {"resnet18", "resnet34", "convnext", "deit"}
+    return sorted(names)
+
+
+class PickerScreen(Screen):
+    """Choose a preset, edit its main settings (validated by the engine) and train or save it."""
+
+    BINDINGS = [
+        Binding("ctrl+t", "train", "Train", priority=True),
+        Binding("ctrl+s", "save_preset", "Save preset", priority=True),
+        Binding("a", "advisor", "Advisor"),
+        Binding("r", "runs", "Runs"),
+        Binding("w", "watch", "Watch run"),
+        Binding("escape", "focus_presets", "Presets", show=False),
+    ]
+
+    class Resolved(Message):
+        def __init__(self, generation: int, resolution: Resolution, rows: list, dataset: tuple) -> None:
+            super().__init__()
+            self.generation = generation
+            self.resolution = resolution
+            self.rows = rows
+            self.dataset = dataset
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.form = FormModel()
+        self.generation = 0
+        self.resolution: Optional[Resolution] = None
+        self.resolved_generation = -1
+        self.rows: list = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="picker-body"):
+            with Vertical(id="presets-pane", classes="pane"):
+                yield PresetList(id="presets")
+            with Horizontal(id="picker-right"):
+                yield SettingsForm(_dataset_names(), _model_names(), id="settings", classes="pane")
+                yield TipsPanel(id="tips", classes="pane")
+        yield Static(id="picker-status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#presets-pane").border_title = "Presets"
+        self.query_one("#settings").border_title = "Settings"
+        self.query_one("#tips").border_title = "Why (tips)"
+        self.reload_presets(self.app.initial_preset)
+        self.query_one(PresetList).focus()
+
+    # ------------------------------------------------------------------ presets
+    def reload_presets(self, select: Optional[str] = None) -> None:
+        presets = self.app.list_presets()
+        plist = self.query_one(PresetList)
+        plist.load(presets, select)
+        current = plist.current
+        if current is not None and (self.form.preset is None or preset_key(current) != preset_key(self.form.preset)):
+            self.choose(current)
+
+    def choose(self, info) -> None:
+        self.form.choose(info)
+        self.query_one(SettingsForm).show(self.form)
+        self.request_resolution()
+
+    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        plist = self.query_one(PresetList)
+        if event.option_list is not plist:
+            return
+        info = plist.current
+        if info is not None and (self.form.preset is None or preset_key(info) != preset_key(self.form.preset)):
+            self.choose(info)
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        if event.option_list is self.query_one(PresetList):
+            self.query_one("#field-dataset").focus()
+
+    # ------------------------------------------------------------------ editing
+    def on_settings_form_field_edited(self, event: SettingsForm.FieldEdited) -> None:
+        if event.key in TEXT_FIELDS:
+            self.form.set_text(event.key, str(event.value))
+        else:
+            self.form.set_choice(event.key, event.value)
+        self.request_resolution()
+
+    def on_settings_form_field_focused(self, event: SettingsForm.FieldFocused) -> None:
+        if self.resolution is not None and self.resolution.error:
+            return
+        doc = field_doc(event.key).split("\n")[0] if event.key in MAIN_FIELDS else ""
+        self.set_status(Text.assemble((f"{event.key}: ", "bold"), doc, ("  (esc: presets)", "dim")))
+
+    def apply_values(self, values: dict[str, Any]) -> None:
+        """Values from another screen (advisor): kept until the preset changes."""
+        for key, value in values.items():
+            self.form.overrides.pop(key, None)
+            self.form.extra[key] = value
+        self.query_one(SettingsForm).show(self.form)
+        self.request_resolution()
+
+    # ------------------------------------------------------------------ resolution (engine, off the UI thread)
+    def request_resolution(self) -> None:
+        self.generation += 1
+        snapshot = FormModel(preset=self.form.preset, overrides=dict(self.form.overrides),
+                             extra=dict(self.form.extra))
+        self._resolve(self.generation, snapshot, self.app.tips_vram(), self.app.app_flags())
+
+    @work(thread=True, exclusive=True, group="resolve", exit_on_error=False)
+    def _resolve(self, generation: int, form: FormModel, vram: Any, app_flags: dict) -> None:
+        resolution = resolve_form(form, vram, flags=app_flags)
+        rows: list = []
+        dataset: tuple = ("", [])
+        if resolution.resolved is not None:
+            rows = explain(resolution.resolved, vram)
+            dataset = dataset_notes(resolution.resolved.config.dataset)
+        if not get_current_worker().is_cancelled:
+            self.post_message(self.Resolved(generation, resolution, rows, dataset))
+
+    def on_picker_screen_resolved(self, message: "PickerScreen.Resolved") -> None:
+        if message.generation != self.generation:
+            return  # an edit came in since: a newer resolution is on its way
+        self.resolution = message.resolution
+        self.resolved_generation = message.generation
+        form_widget = self.query_one(SettingsForm)
+        tips = self.query_one(TipsPanel)
+        res = message.resolution
+        if res.resolved is not None:
+            self.rows = message.rows
+            self.form.remember(res.resolved)
+            form_widget.show(self.form, res.resolved)
+            form_widget.set_error(None, "")
+            title, bullets = message.dataset
+            tips.show(tips_text(self.form.preset, self.rows, title, bullets, res.resolved.warnings,
+                                bullet="*" if self.app.settings.ascii else "•"))
+            self.app.current_resolved = res.resolved
+            self.set_status(Text.assemble(("ready", "bold green"), ": ctrl+t trains this config, "
+                                          "ctrl+s saves it as a preset"))
+        else:
+            message_text = display_error(res.error or "")
+            key = res.field if res.field in MAIN_FIELDS else None
+            form_widget.set_error(key, message_text)
+            tips.show(tips_text(self.form.preset, [], error=message_text))
+            self.set_status(Text(message_text, style="bold red"))
+        if hasattr(self.app.screen, "config_changed") and self.app.screen is not self:
+            self.app.screen.config_changed()
+
+    @property
+    def is_current(self) -> bool:
+        """The latest resolution matches the form as it is now."""
+        return self.resolved_generation == self.generation
+
+    def set_status(self, text: Text | str) -> None:
+        self.query_one("#picker-status", Static).update(text)
+
+    # ------------------------------------------------------------------ actions
+    def action_train(self) -> None:
+        resolution = resolve_form(self.form, self.app.tips_vram(), flags=self.app.app_flags())
+        if resolution.resolved is None:
+            message_text = display_error(resolution.error or "")
+            self.query_one(SettingsForm).set_error(resolution.field if resolution.field in MAIN_FIELDS else None,
+                                                   message_text)
+            self.set_status(Text(message_text, style="bold red"))
+            self.notify(message_text, title="cannot train", severity="error")
+            return
+        self.app.start_run(resolution.resolved)
+
+    def action_save_preset(self) -> None:
+        from .save_preset import SavePresetScreen
+
+        res = self.resolution
+        if res is None or res.resolved is None or not self.is_current:
+            self.notify(display_error(res.error) if res is not None and res.error else "settings are still being checked",
+                        title="cannot save", severity="error")
+            return
+        self.app.push_screen(SavePresetScreen(res.resolved, self.form.preset), self._saved)
+
+    def _saved(self, path) -> None:
+        if path:
+            self.notify(f"saved {path}", title="preset saved")
+            self.reload_presets(str(path))
+
+    def action_advisor(self) -> None:
+        self.app.show_advisor()
+
+    def action_runs(self) -> None:
+        self.app.show_runs()
+
+    def action_watch(self) -> None:
+        self.app.show_training()
+
+    def action_focus_presets(self) -> None:
+        self.query_one(PresetList).focus()
+
+    def check_action(self, action: str, parameters: tuple) -> Optional[bool]:
+        if action == "watch":
+            return self.app.session is not None
+        return True
+
+    def refresh_view(self) -> None:
+        """Run updates while the picker is shown: the header's sub-title carries them."""
+        self.refresh_bindings()

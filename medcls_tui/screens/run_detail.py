@@ -1,0 +1,103 @@
+"""One past run: its curves from metrics.jsonl, best metric, warnings; follows a run still being written."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from ..run_state import TERMINAL, RunState, fmt_value
+from ..widgets.run_dashboard import VIEWS, RunDashboard
+from .runs import can_resume
+
+FOLLOW_INTERVAL_S = 2.0
+
+
+def load_run_state(run_dir: Path) -> RunState:
+    from core.runs import read_metrics, read_summary
+
+    return RunState.from_records(read_metrics(run_dir), read_summary(run_dir))
+
+
+def detail_text(run_dir: Path, state: RunState) -> Text:
+    s = state.summary
+    text = Text()
+    text.append(f" {run_dir.name}", style="bold")
+    model = s.get("model") or state.config.get("model") or "?"
+    dataset = s.get("dataset") or state.config.get("dataset") or "?"
+    text.append(f"  {model} · {dataset} · {state.status.replace('_', ' ')}")
+    if s.get("best_value") is not None:
+        text.append(f" · best {s.get('monitor')} {fmt_value(s.get('best_value'))} @ epoch {s.get('best_epoch')}")
+    if s.get("error"):
+        text.append(f"\n error: {s['error']}", style="red")
+    return text
+
+
+class RunDetailScreen(Screen):
+    BINDINGS = [
+        Binding("v", "next_view", "Chart"),
+        Binding("1", "view('loss')", "Loss", show=False),
+        Binding("2", "view('metric')", "Metric", show=False),
+        Binding("3", "view('lr')", "LR", show=False),
+        Binding("4", "view('classes')", "AUROC/class", show=False),
+        Binding("e", "resume", "Resume"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.state: Optional[RunState] = None
+        self._metrics_size = -1
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="detail-title")
+        yield RunDashboard(id="dashboard")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#early-stop").border_title = "Early stop"
+        self.query_one("#warnings").border_title = "Warnings"
+        self.reload()
+        if self.state is not None and self.state.status not in TERMINAL:
+            self.set_interval(FOLLOW_INTERVAL_S, self.reload)  # a run still being written: follow it
+
+    def reload(self) -> None:
+        metrics = self.run_dir / "metrics.jsonl"
+        size = metrics.stat().st_size if metrics.is_file() else 0
+        if size == self._metrics_size and self.state is not None:
+            return
+        self._metrics_size = size
+        self.state = load_run_state(self.run_dir)
+        if not self.state.run_name:
+            self.state.run_name = self.run_dir.name
+        settings = self.app.settings
+        self.query_one("#detail-title", Static).update(detail_text(self.run_dir, self.state))
+        self.query_one(RunDashboard).show(self.state, stable=settings.stable, ascii=settings.ascii, force=True)
+
+    def action_next_view(self) -> None:
+        self.query_one(RunDashboard).next_view()
+
+    def action_view(self, name: str) -> None:
+        if name in VIEWS:
+            self.query_one(RunDashboard).view = name
+
+    def action_resume(self) -> None:
+        if self.state is None:
+            return
+        if self.app.run_active:
+            self.app.notify("A run is already active in this app: stop it first.", severity="warning")
+            return
+        ok, why = can_resume(self.state.status, (self.run_dir / "checkpoints" / "last.pt").is_file())
+        if not ok:
+            self.app.notify(f"cannot resume: {why}", severity="warning")
+            return
+        self.app.resume_run(self.run_dir)
+
+    def action_back(self) -> None:
+        self.app.pop_screen()

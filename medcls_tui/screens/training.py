@@ -1,0 +1,107 @@
+"""Live training: charts, progress, early stopping, warnings; pause/resume, stop, checkpoint now."""
+from __future__ import annotations
+
+from typing import Optional
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from ..run_state import RunState
+from ..widgets.run_dashboard import VIEWS, RunDashboard
+
+
+def result_text(state: RunState, stable: bool) -> Text:
+    """The finished state: status, best metric, where the checkpoint and summary are."""
+    text = Text()
+    if not state.finished and not state.error:
+        return text
+    if state.status == "failed" or state.error:
+        text.append("failed: ", style="bold red")
+        text.append(state.error or "see error.txt in the run folder")
+        return text
+    s = state.summary
+    text.append(f"{state.status.replace('_', ' ')}: ", style="bold green")
+    if s.get("best_value") is not None:
+        text.append(f"best {s.get('monitor')} {s['best_value']:.4f} @ epoch {s.get('best_epoch')}  ")
+    ckpt = state.last_checkpoint
+    if state.run_dir:
+        folder = state.run_name if stable else state.run_dir
+        text.append(f"checkpoints + summary.json in {folder}", style="dim")
+    elif ckpt:
+        text.append(f"checkpoint {ckpt}", style="dim")
+    return text
+
+
+class TrainingScreen(Screen):
+    BINDINGS = [
+        Binding("p", "toggle_pause", "Pause/resume"),
+        Binding("s", "stop", "Stop"),
+        Binding("c", "checkpoint", "Checkpoint"),
+        Binding("v", "next_view", "Chart"),
+        Binding("1", "view('loss')", "Loss", show=False),
+        Binding("2", "view('metric')", "Metric", show=False),
+        Binding("3", "view('lr')", "LR", show=False),
+        Binding("4", "view('classes')", "AUROC/class", show=False),
+        Binding("escape", "back", "Back"),
+        Binding("r", "runs", "Runs"),
+        Binding("q", "app.quit", "Quit", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield RunDashboard(id="dashboard")
+        yield Static(id="run-result")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#early-stop").border_title = "Early stop"
+        self.query_one("#warnings").border_title = "Warnings"
+        self._ready = True
+        self.refresh_view(force=True)
+
+    @property
+    def state(self) -> Optional[RunState]:
+        session = self.app.session
+        return session.state if session is not None else None
+
+    def refresh_view(self, force: bool = False) -> None:
+        state = self.state
+        if state is None or not getattr(self, "_ready", False):
+            return  # the app's timer can tick between push_screen and compose
+        settings = self.app.settings
+        self.query_one(RunDashboard).show(state, stable=settings.stable, ascii=settings.ascii, force=force)
+        result = self.query_one("#run-result", Static)
+        text = result_text(state, settings.stable)
+        result.update(text)
+        result.set_class(bool(text.plain), "-shown")
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple) -> Optional[bool]:
+        if action in ("toggle_pause", "stop", "checkpoint"):
+            return True if self.app.run_active else None
+        return True
+
+    def action_toggle_pause(self) -> None:
+        self.app.toggle_pause()
+
+    def action_stop(self) -> None:
+        self.app.stop_run()
+
+    def action_checkpoint(self) -> None:
+        self.app.save_now()
+
+    def action_next_view(self) -> None:
+        self.query_one(RunDashboard).next_view()
+
+    def action_view(self, name: str) -> None:
+        if name in VIEWS:
+            self.query_one(RunDashboard).view = name
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_runs(self) -> None:
+        self.app.show_runs()

@@ -1,0 +1,1 @@
+"""Widgets of the medcls app, grouped by screen area."""

@@ -1,0 +1,74 @@
+"""Training curves with textual-plotext: loss, the monitored metric and the learning rate."""
+from __future__ import annotations
+
+import math
+
+from textual_plotext import PlotextPlot
+
+from ..run_state import RunState, fmt_value
+
+COLORS = {"train (steps)": "cyan", "train (epoch)": "blue", "val": "red"}
+
+
+class CurvePlot(PlotextPlot):
+    """One chart of a RunState; `kind` is loss, metric or lr. Redraws only when its data changed."""
+
+    TITLES = {"loss": "Loss", "metric": "Metric", "lr": "Learning rate"}
+
+    def __init__(self, kind: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.kind = kind
+        self.ascii = False
+        self._drawn = None
+
+    def draw(self, state: RunState, ascii: bool = False) -> None:
+        key = (state.curve_version, state.best_value, state.monitor, state.epochs, ascii, id(state))
+        if key == self._drawn:
+            return
+        self._drawn = key
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        marker = "*" if ascii else "hd"
+        epochs = max(state.epochs, 1)
+        getattr(self, f"_draw_{self.kind}")(plt, state, marker)
+        plt.xlim(0, epochs)
+        step = max(1, math.ceil(epochs / 6))
+        plt.xticks(list(range(0, epochs + 1, step)))
+        self.refresh()
+
+    def _title(self, plt, full: str, short: str) -> None:
+        # plotext drops a title wider than the canvas: fall back to the short one
+        width = self.size.width or 80
+        plt.title(full if len(full) <= width - 10 else short)
+
+    def _draw_loss(self, plt, state: RunState, marker: str) -> None:
+        series = state.loss_series()
+        for label, (xs, ys) in series.items():
+            if label == "train (steps)":
+                plt.plot(xs, ys, label=label, marker=marker, color=COLORS[label])
+            else:
+                plt.plot(xs, ys, label=label, marker=marker if len(xs) > 1 else "*", color=COLORS[label])
+        plt.title("Loss" if series else "Loss (waiting for the first steps)")
+
+    def _draw_metric(self, plt, state: RunState, marker: str) -> None:
+        name, xs, ys = state.metric_series()
+        if xs:
+            plt.plot(xs, ys, label=name, marker=marker if len(xs) > 1 else "*", color="green")
+            if state.best_value is not None and math.isfinite(state.best_value):
+                plt.hline(state.best_value, color="yellow")
+            self._title(plt, f"{name} (best {fmt_value(state.best_value)} @ epoch {state.best_epoch or '-'})",
+                        f"{name} best {fmt_value(state.best_value, 3)}")
+        else:
+            plt.title(f"{name} (after the first validation)")
+
+    def _draw_lr(self, plt, state: RunState, marker: str) -> None:
+        xs, ys = state.lr_series()
+        peak = max((y for y in ys if y > 0), default=0.0)
+        if xs and peak > 0:
+            exp = math.floor(math.log10(peak))
+            scale = 10.0 ** exp
+            plt.plot(xs, [y / scale for y in ys], label="lr", marker=marker, color="magenta")
+            plt.title(f"Learning rate (x1e{exp})")
+        else:
+            plt.title("Learning rate")

@@ -1,0 +1,203 @@
+"""Pilot tests of the preset picker, the save dialog and the advisor (80x24 and a wide terminal)."""
+from __future__ import annotations
+
+import pytest
+import yaml
+from textual.widgets import Input, Select
+from typer.testing import CliRunner
+
+from core.config import ConfigError
+from core.presets import find_preset
+from core.resolve import resolve_config
+from medcls_tui import advice
+from medcls_tui.picker_logic import display_error
+from medcls_tui.screens.advisor import AdvisorScreen
+from medcls_tui.screens.picker import PickerScreen
+from medcls_tui.screens.save_preset import SavePresetScreen
+from medcls_tui.widgets.preset_list import PresetList
+from medcls_tui.widgets.settings_form import SettingsForm
+from medcls_tui.widgets.tips_panel import TipsPanel
+from test_tui_helpers import gpu_hardware, make_app, picker_ready, screen_text, wait_for, write_preset
+
+SIZES = [(80, 24), (140, 40)]
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_choosing_a_preset_shows_its_settings_and_tips(tmp_path, size):
+    app = make_app(tmp_path / "runs")
+    async with app.run_test(size=size) as pilot:
+        picker = await picker_ready(pilot)
+        plist = picker.query_one(PresetList)
+        assert plist.current.name == "demo" and plist.has_focus
+        assert picker.query_one("#field-epochs", Input).value == "20"
+        # move to another preset with the keyboard
+        names = []
+        while plist.current.name != "covidx" and len(names) < 30:
+            await pilot.press("up")
+            names.append(plist.current.name)
+        assert plist.current.name == "covidx"
+        await picker_ready(pilot)
+        # covidx needs a data folder: the engine's own message, under the data dir field
+        with pytest.raises(ConfigError) as err:
+            resolve_config({"output_dir": str(tmp_path / "runs")}, preset=str(find_preset("covidx").path),
+                           vram_gib=None)
+        form = picker.query_one(SettingsForm)
+        assert form.error_text("data_dir") == display_error(str(err.value))
+        assert picker.query_one("#field-dataset", Select).value == "covidx"
+        # type a data dir: valid now, and the tips explain the values
+        picker.query_one("#field-data_dir", Input).focus()
+        await pilot.press(*"/data/covidx")
+        await picker_ready(pilot)
+        assert form.error_text("data_dir") == ""
+        tips = picker.query_one(TipsPanel).plain
+        assert "covidx" in tips and "early_stopping" in tips and "[tip]" in tips
+        assert "Smaller dataset, watch for overfitting" in tips  # dataset tips from core.tips
+        assert app.current_resolved.config.data_dir == "/data/covidx"
+        assert app.current_resolved.sources["data_dir"] == "flag"
+        text = screen_text(app)
+        assert "Presets" in text and "^t Train" in text and "^s Save preset" in text
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_invalid_field_shows_the_engines_error_inline(tmp_path, size):
+    app = make_app(tmp_path / "runs")
+    async with app.run_test(size=size) as pilot:
+        picker = await picker_ready(pilot)
+        lr = picker.query_one("#field-lr", Input)
+        lr.focus()
+        await pilot.press("minus", "1")
+        await picker_ready(pilot)
+        with pytest.raises(ConfigError) as err:
+            resolve_config({"lr": "-1", "output_dir": str(tmp_path / "runs")},
+                           preset=str(find_preset("demo").path), vram_gib=None)
+        expected = display_error(str(err.value))
+        form = picker.query_one(SettingsForm)
+        assert form.error_text("lr") == expected and "lr: must be > 0" in expected
+        assert expected in screen_text(app)  # inline under the field (and in the status line)
+        assert picker.query_one("#row-lr").has_class("-invalid")
+        # training refuses with the same message, nothing starts
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+        assert app.session is None and isinstance(app.screen, PickerScreen)
+        # fixing it clears the error
+        await pilot.press("backspace", "backspace", *"0.01")
+        await picker_ready(pilot)
+        assert form.error_text("lr") == ""
+        assert app.current_resolved.config.lr == 0.01
+
+
+async def test_select_field_edit_reaches_the_engine(tmp_path):
+    app = make_app(tmp_path / "runs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        picker = await picker_ready(pilot)
+        assert app.current_resolved.config.augmentation == "standard"
+        mode = picker.query_one("#field-mode", Select)
+        mode.value = "linear_probe"  # as if picked from the dropdown
+        await wait_for(pilot, lambda: app.current_resolved.config.mode == "linear_probe", what="mode")
+        await picker_ready(pilot)
+        cfg = app.current_resolved
+        # the engine re-applied the tips for linear probe: LR 0.1, no augmentation, batch 256+
+        assert cfg.config.lr == 0.1 and cfg.sources["lr"] == "tip"
+        assert picker.query_one("#field-augmentation", Select).value == cfg.config.augmentation == "none"
+        assert "0.1 (tip)" in picker.query_one("#field-lr", Input).placeholder
+
+
+async def test_save_preset_writes_yaml_that_medcls_train_accepts(tmp_path):
+    from medcls_tui.cli import app as cli
+
+    app = make_app(tmp_path / "runs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        picker = await picker_ready(pilot)
+        picker.query_one("#field-epochs", Input).focus()
+        await pilot.press("ctrl+u", "3")
+        await picker_ready(pilot)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, SavePresetScreen), what="save dialog")
+        name = app.screen.query_one("#preset-name", Input)
+        assert name.value == "demo_custom"
+        await pilot.press("ctrl+u", *"my_demo", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen), what="back to picker")
+        path = tmp_path / "user_presets" / "my_demo.yaml"  # MEDCLS_PRESET_DIR from conftest
+        assert path.is_file()
+        data = yaml.safe_load(path.read_text())
+        assert data["name"] == "my_demo" and data["epochs"] == 3 and data["model"] == "resnet18"
+        # the list now has the user preset, selected
+        await picker_ready(pilot)
+        assert picker.query_one(PresetList).current.name == "my_demo"
+        assert not picker.query_one(PresetList).current.builtin
+    result = CliRunner().invoke(cli, ["train", "--preset", str(path), "--print-config"])
+    assert result.exit_code == 0, result.output
+    assert any(line.startswith("epochs") and "3" in line and "[preset]" in line for line in result.output.splitlines())
+
+
+async def test_save_dialog_shows_engine_error_and_cancel(tmp_path):
+    app = make_app(tmp_path / "runs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await picker_ready(pilot)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, SavePresetScreen))
+        await pilot.press("ctrl+u", "enter")
+        await pilot.pause()
+        assert "name" in str(app.screen.query_one("#save-error").render())
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen))
+        assert not list((tmp_path / "user_presets").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_advisor_shows_hardware_and_table_advice(tmp_path, size, monkeypatch):
+    from core import tips
+
+    monkeypatch.setattr(advice, "_advisor_module", lambda: None)  # the table path, whatever the build has
+    app = make_app(tmp_path / "runs", hardware=gpu_hardware())
+    async with app.run_test(size=size) as pilot:
+        await picker_ready(pilot)
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(app.screen, AdvisorScreen))
+        await pilot.pause()
+        text = str(app.screen.query_one("#advisor-text").render())
+        assert "NVIDIA L4" in text and "22.0 GiB total" in text and "21.3 GiB free" in text
+        low, high, reason = tips.batch_range_for_vram(22.0, "full_finetune")
+        assert f"spec table range {low}-{high}" in text and reason in text
+        assert "suggested batch" in text and "accumulation" in text
+        assert tips.MEMORY_STEPS[0] in text
+        await pilot.press("p")
+        await pilot.pause()
+        assert "not available in this build" in str(app.screen.query_one("#advisor-text").render())
+        # u hands the suggestion to the picker's form
+        suggestion = app.screen.suggestion()
+        await pilot.press("u")
+        picker = await picker_ready(pilot)
+        assert app.current_resolved.config.batch_size == suggestion["batch_size"]
+        assert app.current_resolved.sources["batch_size"] == "flag"
+        assert picker.query_one("#field-batch_size", Input).value == str(suggestion["batch_size"])
+
+
+async def test_advisor_without_gpu_says_cpu(tmp_path, monkeypatch):
+    monkeypatch.setattr(advice, "_advisor_module", lambda: None)
+    app = make_app(tmp_path / "runs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await picker_ready(pilot)
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(app.screen, AdvisorScreen))
+        await pilot.pause()
+        text = str(app.screen.query_one("#advisor-text").render())
+        assert "no GPU — CPU" in text and "RAM 16.0 GiB total" in text
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen))
+
+
+@pytest.mark.skipif(not advice.probe_available(), reason="core/advisor.py probe not in this build yet")
+@pytest.mark.slow
+async def test_advisor_measured_probe_runs(tmp_path):
+    write_preset(tmp_path / "user_presets")
+    app = make_app(tmp_path / "runs", initial_preset="tiny")
+    app.settings.probe_time_budget_s = 20
+    async with app.run_test(size=(80, 24)) as pilot:
+        await picker_ready(pilot)
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(app.screen, AdvisorScreen))
+        await pilot.press("p")
+        await wait_for(pilot, lambda: app.screen.probe_state != "running", timeout=120, what="probe")
+        assert app.screen.probe_state == "done", app.screen.probe_state
+        assert "max safe batch" in str(app.screen.query_one("#advisor-text").render())

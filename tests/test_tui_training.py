@@ -1,0 +1,296 @@
+"""Pilot tests of the live training screen with the real engine (tiny synthetic runs) and of the runs screen."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from textual.widgets import DataTable
+
+from core.runs import read_metrics, read_summary
+from medcls_tui.screens.confirm_quit import ConfirmQuitScreen
+from medcls_tui.screens.picker import PickerScreen
+from medcls_tui.screens.run_detail import RunDetailScreen
+from medcls_tui.screens.runs import RunsScreen
+from medcls_tui.screens.training import TrainingScreen
+from medcls_tui.widgets.curves import CurvePlot
+from test_tui_helpers import (
+    engine_threads,
+    make_app,
+    picker_ready,
+    screen_text,
+    scripted_events,
+    stub_factory,
+    wait_for,
+    write_preset,
+)
+
+
+async def start_tiny(pilot, app):
+    await picker_ready(pilot)
+    await pilot.press("ctrl+t")
+    await wait_for(pilot, lambda: isinstance(app.screen, TrainingScreen), what="training screen")
+    return app.session
+
+
+async def until_done(pilot, session, timeout=90.0):
+    await wait_for(pilot, lambda: not session.active, timeout=timeout, what="run end")
+    if session.worker is not None:
+        await wait_for(pilot, lambda: session.worker.is_finished, timeout=10, what="worker end")
+    await pilot.pause(0.2)  # one more pump tick
+
+
+@pytest.mark.parametrize("size", [(80, 24), (140, 40)])
+async def test_full_flow_picker_to_finished_run(tmp_path, size):
+    write_preset(tmp_path / "user_presets", max_steps_per_epoch=3)
+    app = make_app(tmp_path / "runs", stable=False, initial_preset="tiny")
+    async with app.run_test(size=size) as pilot:
+        session = await start_tiny(pilot, app)
+        await until_done(pilot, session)
+        state = session.state
+        assert state.status == "finished" and not state.error
+        run_dir = tmp_path / "runs" / "tiny-run"
+        assert state.run_dir == str(run_dir)
+        assert (run_dir / "checkpoints" / "last.pt").is_file() and (run_dir / "checkpoints" / "best.pt").is_file()
+        summary = read_summary(run_dir)
+        assert summary["status"] == "finished" and summary == state.summary
+        assert state.global_step == state.total_steps == 6
+        assert [r.epoch for r in state.epoch_log] == [1, 2]
+        assert state.best_epoch in (1, 2) and state.per_class_auroc
+        text = screen_text(app)
+        assert "FINISHED" in text and "epoch 2/2" in text and "best val_auroc" in text
+        assert "checkpoints + summary.json" in text
+        loss_plot = app.screen.query_one("#view-loss", CurvePlot)
+        assert loss_plot._drawn is not None and state.loss_series()
+        # the run survives navigation: back to the picker and watch it again
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen))
+        await pilot.press("w")
+        await wait_for(pilot, lambda: isinstance(app.screen, TrainingScreen))
+        assert "FINISHED" in screen_text(app)
+    assert not engine_threads()
+
+
+async def test_pause_then_resume(tmp_path):
+    write_preset(tmp_path / "user_presets", synthetic_size=240, max_steps_per_epoch=10)
+    app = make_app(tmp_path / "runs", initial_preset="tiny")
+    async with app.run_test(size=(80, 24)) as pilot:
+        session = await start_tiny(pilot, app)
+        state = session.state
+        await wait_for(pilot, lambda: state.global_step >= 1, what="first step")
+        await pilot.press("p")
+        await wait_for(pilot, lambda: state.status == "paused", what="paused")
+        paused_at = state.global_step
+        await pilot.pause(1.0)
+        assert state.global_step == paused_at and state.status == "paused" and session.active
+        assert session.buffer.pending() == 0  # the engine emits nothing while paused
+        assert "PAUSED" in screen_text(app)
+        await pilot.press("p")
+        await wait_for(pilot, lambda: state.status == "running" or state.finished, what="resumed")
+        await until_done(pilot, session)
+        assert state.status == "finished" and state.global_step == state.total_steps == 20
+    assert not engine_threads()
+
+
+async def test_stop_mid_run_saves_checkpoint_and_summary(tmp_path):
+    write_preset(tmp_path / "user_presets", synthetic_size=600)  # 2 x 34 steps: stopping wins the race
+    app = make_app(tmp_path / "runs", initial_preset="tiny")
+    async with app.run_test(size=(80, 24)) as pilot:
+        session = await start_tiny(pilot, app)
+        state = session.state
+        await wait_for(pilot, lambda: state.global_step >= 1, what="first step")
+        await pilot.press("c")  # checkpoint now
+        await wait_for(pilot, lambda: any(r == "save_now" for r, _, _ in state.checkpoints), what="save_now")
+        await pilot.press("s")
+        await until_done(pilot, session)
+        run_dir = tmp_path / "runs" / "tiny-run"
+        assert state.status == "stopped" and 1 <= state.global_step < state.total_steps
+        assert [r for r, _, _ in state.checkpoints][-1] == "stop"
+        assert (run_dir / "checkpoints" / "last.pt").is_file()
+        summary = read_summary(run_dir)
+        assert summary["status"] == "stopped" and summary["global_step"] == state.global_step
+        text = screen_text(app)
+        assert "STOPPED" in text and "checkpoints + summary.json" in text
+    assert not engine_threads()
+
+
+async def test_resume_unfinished_run_from_runs_screen(tmp_path):
+    """A stopped run (stopped by the engine's Control at step 3) continues like --retrain."""
+    from core.engine import Trainer
+    from core.events import Control, StepDone
+    from core.resolve import resolve_config
+
+    flags = {"dataset": "synthetic", "model": "resnet18", "img_size": 32, "synthetic_size": 120, "epochs": 2,
+             "batch_size": 16, "num_workers": 0, "output_dir": str(tmp_path / "runs"), "run_name": "cut",
+             "max_steps_per_epoch": 3}
+    control = Control()
+    Trainer(resolve_config(flags, vram_gib=None), control=control,
+            on_event=lambda e: control.request_stop() if isinstance(e, StepDone) and e.global_step == 4 else None
+            ).fit()
+    run_dir = tmp_path / "runs" / "cut"
+    assert read_summary(run_dir)["status"] == "stopped"
+    app = make_app(tmp_path / "runs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await picker_ready(pilot)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+        table = app.screen.query_one(DataTable)
+        assert [str(c) for c in table.get_row_at(0)][:2] == ["cut", "stopped"]
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(app.screen, TrainingScreen), what="resumed run")
+        session = app.session
+        await until_done(pilot, session)
+        assert session.state.resumed and session.state.status == "finished"
+        assert session.state.global_step == session.state.total_steps == 6
+        assert session.resume_dir == run_dir
+        summary = read_summary(run_dir)
+        assert summary["status"] == "finished" and summary["epochs_completed"] == 2
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+        assert [str(c) for c in app.screen.query_one(DataTable).get_row_at(0)][:2] == ["cut", "finished"]
+    assert not engine_threads()
+
+
+async def test_quit_during_run_stops_it_and_leaves_no_thread(tmp_path):
+    write_preset(tmp_path / "user_presets", synthetic_size=240, epochs=4)
+    app = make_app(tmp_path / "runs", initial_preset="tiny")
+    async with app.run_test(size=(80, 24)) as pilot:
+        session = await start_tiny(pilot, app)
+        await wait_for(pilot, lambda: session.state.global_step >= 1, what="first step")
+        # n keeps training
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmQuitScreen))
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, TrainingScreen))
+        assert session.active and app.is_running
+        # y stops gracefully and exits
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmQuitScreen))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: not app.is_running, timeout=60, what="app exit")
+    assert session.control.finished.is_set()
+    assert session.worker.is_finished
+    assert not engine_threads()
+    run_dir = tmp_path / "runs" / "tiny-run"
+    assert read_summary(run_dir)["status"] == "stopped"
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+    assert session.state.global_step < session.state.total_steps
+
+
+async def test_quit_without_a_run_exits_at_once(tmp_path):
+    app = make_app(tmp_path / "runs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await picker_ready(pilot)
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: not app.is_running, timeout=5)
+
+
+async def test_fast_loop_is_not_slowed_by_the_ui(tmp_path):
+    """20,000 steps through the buffer: the loop never waits for the UI, redraws stay a few per second."""
+    app = make_app(tmp_path / "runs", trainer_factory=stub_factory(steps=20_000, steps_per_epoch=2_000))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await picker_ready(pilot)
+        redraws = []
+        t0 = time.perf_counter()
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: isinstance(app.screen, TrainingScreen))
+        screen = app.screen
+        original = screen.refresh_view
+        screen.refresh_view = lambda *a, **k: (redraws.append(1), original(*a, **k))
+        session = app.session
+        await wait_for(pilot, lambda: session.control.finished.is_set(), timeout=30)
+        loop_time = time.perf_counter() - t0
+        await until_done(pilot, session)
+        assert session.state.global_step == 20_000 and session.state.status == "finished"
+        assert session.buffer.appended == 20_002
+        assert loop_time < 10
+        # the throttle: far fewer redraws than steps (timer at refresh_hz)
+        assert len(redraws) < 200
+
+
+async def test_engine_failure_is_shown_not_fatal(tmp_path):
+    app = make_app(tmp_path / "runs", trainer_factory=stub_factory(fail="CUDA out of memory (simulated)"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await picker_ready(pilot)
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: isinstance(app.screen, TrainingScreen))
+        session = app.session
+        await until_done(pilot, session)
+        assert app.is_running  # exit_on_error=False: the app survives
+        assert session.state.status == "failed"
+        assert "CUDA out of memory (simulated)" in screen_text(app)
+        # a new run can start after a failure
+        assert not app.run_active
+
+
+def _fake_run(root, name, status, events, mtime):
+    import os
+
+    run = root / name
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("model: resnet18\ndataset: synthetic\n")
+    with open(run / "metrics.jsonl", "w") as fh:
+        for e in events:
+            fh.write(json.dumps(e.to_dict()) + "\n")
+    if status != "incomplete":
+        (run / "summary.json").write_text(json.dumps({
+            "status": status, "model": "resnet18", "dataset": "synthetic", "epochs_completed": 3,
+            "monitor": "val_auroc", "best_value": 0.78, "best_epoch": 2,
+            "val_auroc_per_class": {"Normal": 0.7, "Effusion": 0.8}}))
+    else:
+        (run / "checkpoints" / "last.pt").write_bytes(b"")
+    for path in (run / "config.yaml", run):
+        os.utime(path, (mtime, mtime))
+    return run
+
+
+async def test_runs_screen_lists_opens_and_refuses_finished_resume(tmp_path):
+    root = tmp_path / "runs"
+    _fake_run(root, "old-run", "finished", scripted_events("runs/old-run"), 1_700_000_000)
+    _fake_run(root, "cut-run", "incomplete", scripted_events("runs/cut-run", epochs_done=1), 1_700_000_500)
+    app = make_app(root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await picker_ready(pilot)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+        table = app.screen.query_one(DataTable)
+        rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+        assert [r[0] for r in rows] == ["cut-run", "old-run"]  # newest first
+        assert rows[0][1] == "incomplete" and rows[1][1] == "finished"
+        assert "val_auroc 0.7800 @2" in rows[1][2]
+        await pilot.press("down")
+        await pilot.press("e")  # finished: refused
+        await pilot.pause()
+        assert app.session is None
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunDetailScreen))
+        detail = app.screen
+        assert detail.state.status == "finished" and [r.epoch for r in detail.state.epoch_log] == [1, 2, 3]
+        text = screen_text(app)
+        assert "old-run" in text and "best val_auroc 0.7800 @ epoch 2" in text
+        assert "overfitting" in text
+        await pilot.press("2")
+        assert app.screen.query_one("#view-metric").has_class("-current")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+
+
+async def test_run_detail_reads_a_real_run(tmp_path):
+    """metrics.jsonl of a real engine run draws the same curves (slow-ish: one tiny run)."""
+    from core.engine import Trainer
+    from core.resolve import resolve_config
+
+    flags = {"dataset": "synthetic", "model": "resnet18", "img_size": 32, "synthetic_size": 96, "epochs": 2,
+             "batch_size": 16, "num_workers": 0, "output_dir": str(tmp_path / "runs"), "run_name": "real",
+             "max_steps_per_epoch": 2, "log_every": 1}
+    Trainer(resolve_config(flags, vram_gib=None)).fit()
+    app = make_app(tmp_path / "runs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await picker_ready(pilot)
+        app.push_screen(RunDetailScreen(tmp_path / "runs" / "real"))
+        await wait_for(pilot, lambda: isinstance(app.screen, RunDetailScreen))
+        await pilot.pause()
+        state = app.screen.state
+        assert state.status == "finished" and len(state.epoch_log) == 2
+        assert len(read_metrics(tmp_path / "runs" / "real")) > 0 and len(state.step_x) == 4
+        assert "FINISHED" in screen_text(app)
