@@ -125,7 +125,7 @@ def table_advice(config: Any, hardware: Any) -> Any:
     low, high, range_reason = tips.batch_range_for_vram(vram, config.mode)
     tip = tips.batch_tip(vram, config.mode, resolve_model_name(config.model), config.dataset)
     suggested = int(tip.value)
-    reasons = [range_reason] + ([tip.reason] if tip.reason != range_reason else [])
+    reasons = [tip.reason] if tip.reason.startswith(range_reason) else [range_reason, tip.reason]
     accum = 1
     wanted = config.batch_size if isinstance(config.batch_size, int) else None
     if wanted and wanted > suggested:

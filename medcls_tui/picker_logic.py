@@ -21,7 +21,7 @@ TEXT_FIELDS = ("data_dir", "model", "epochs", "batch_size", "lr", "early_stoppin
 CHOICE_FIELDS = ("dataset", "mode", "augmentation", "mixed_precision")
 GROUP_ORDER = ("dataset", "budget", "task", "custom")
 GROUP_TITLES = {"dataset": "By dataset", "budget": "By budget", "task": "By task", "custom": "Saved / custom"}
-EXPLAIN_KEYS = ("model", "mode", "lr", "weight_decay", "batch_size", "grad_accum_steps", "augmentation", "epochs",
+EXPLAIN_KEYS = ("lr", "weight_decay", "batch_size", "grad_accum_steps", "model", "mode", "augmentation", "epochs",
                 "warmup_epochs", "early_stopping", "drop_path_rate", "layer_decay", "img_size", "loss", "monitor",
                 "mixed_precision")
 IDENTITY_KEYS = ("model", "mode", "dataset", "data_dir", "csv", "label_file", "scenario", "synthetic_task",

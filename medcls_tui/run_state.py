@@ -247,10 +247,10 @@ class RunState:
         out: dict[str, tuple[list, list]] = {}
         if self.step_x:
             xs, ys = downsample([self.epoch_of(x) for x in self.step_x], self.step_loss, max_points)
-            out["train (steps)"] = (xs, ys)
+            out["train/step"] = (xs, ys)
         ep = [r for r in self.epoch_log if r.train_loss is not None]
         if ep:
-            out["train (epoch)"] = ([float(r.epoch) for r in ep], [r.train_loss for r in ep])
+            out["train/epoch"] = ([float(r.epoch) for r in ep], [r.train_loss for r in ep])
         ev = [r for r in self.epoch_log if r.val_loss is not None]
         if ev:
             out["val"] = ([float(r.epoch) for r in ev], [r.val_loss for r in ev])

@@ -129,7 +129,7 @@ def test_class_importance_is_gradient_times_activation():
     net = TinyNet()
     x, y, _ = batch()
     z = net.features(x)
-    imp = class_importance(z, net(x) if False else net.head(net.pool(z)), y, False, "NCHW")
+    imp = class_importance(z, net.head(net.pool(z)), y, False, "NCHW")
     s = z.shape[2] * z.shape[3]
     expected = net.fc.weight[y].detach() * z.detach().mean(dim=(2, 3)) / s   # d(mean pool)/dZ = 1/S
     assert torch.allclose(imp, expected, atol=1e-6)
@@ -283,6 +283,7 @@ def test_state_dict_round_trip_resumes_the_domain_head_exactly():
 MODELS = {
     "resnet18": (32, "NCHW"), "vit_tiny_patch16_224": (32, "NLC"), "swin_tiny_patch4_window7_224": (64, "NHWC"),
     "convnext_atto": (32, "NCHW"), "mobilenetv3_small_050": (32, "NCHW"), "efficientnet_b0": (32, "NCHW"),
+    "deit_tiny_patch16_224": (32, "NLC"),
 }
 
 
@@ -292,7 +293,7 @@ def models():
     return {name: build_model(name, 3, "full_finetune", img_size=size) for name, (size, _) in MODELS.items()}
 
 
-CASES = [(name, False) for name in MODELS] + [(name, True) for name in list(MODELS)[:3]]
+CASES = [(name, multi) for name in MODELS for multi in (False, True)]
 
 
 @pytest.mark.parametrize("name,multi_label", CASES, ids=[f"{n}-{'multi' if m else 'single'}" for n, m in CASES])

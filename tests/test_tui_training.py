@@ -152,7 +152,7 @@ async def test_resume_unfinished_run_from_runs_screen(tmp_path):
 
 
 async def test_quit_during_run_stops_it_and_leaves_no_thread(tmp_path):
-    write_preset(tmp_path / "user_presets", synthetic_size=240, epochs=4)
+    write_preset(tmp_path / "user_presets", synthetic_size=600, epochs=3)  # ~100 steps: quitting wins the race
     app = make_app(tmp_path / "runs", initial_preset="tiny")
     async with app.run_test(size=(80, 24)) as pilot:
         session = await start_tiny(pilot, app)

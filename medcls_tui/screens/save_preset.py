@@ -38,7 +38,8 @@ class SavePresetScreen(ModalScreen[Optional[Path]]):
             yield Input(value=self.base.description if self.base is not None else "", id="preset-description",
                         compact=True)
             yield Static(f"keys saved: {keys}", id="save-keys", classes="dim")
-            yield Static(f"folder: {user_preset_dir()}", id="save-folder", classes="dim")
+            folder = "the user preset folder" if self.app.settings.stable else str(user_preset_dir())
+            yield Static(f"folder: {folder}", id="save-folder", classes="dim")
             yield Static("", id="save-error", classes="field-error -shown")
             yield Static("enter / ctrl+s: save    esc: cancel", classes="dim")
 

@@ -6,6 +6,7 @@ from typing import Optional
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
@@ -62,6 +63,9 @@ class TrainingScreen(Screen):
         self._ready = True
         self.refresh_view(force=True)
 
+    def on_unmount(self) -> None:
+        self._ready = False
+
     @property
     def state(self) -> Optional[RunState]:
         session = self.app.session
@@ -72,8 +76,12 @@ class TrainingScreen(Screen):
         if state is None or not getattr(self, "_ready", False):
             return  # the app's timer can tick between push_screen and compose
         settings = self.app.settings
-        self.query_one(RunDashboard).show(state, stable=settings.stable, ascii=settings.ascii, force=force)
-        result = self.query_one("#run-result", Static)
+        try:
+            dashboard = self.query_one(RunDashboard)
+            result = self.query_one("#run-result", Static)
+        except NoMatches:  # being removed (screen popped between two timer ticks)
+            return
+        dashboard.show(state, stable=settings.stable, ascii=settings.ascii, force=force)
         text = result_text(state, settings.stable)
         result.update(text)
         result.set_class(bool(text.plain), "-shown")

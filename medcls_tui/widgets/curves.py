@@ -7,7 +7,7 @@ from textual_plotext import PlotextPlot
 
 from ..run_state import RunState, fmt_value
 
-COLORS = {"train (steps)": "cyan", "train (epoch)": "blue", "val": "red"}
+COLORS = {"train/step": "cyan", "train/epoch": "blue", "val": "red"}
 
 
 class CurvePlot(PlotextPlot):
@@ -20,6 +20,7 @@ class CurvePlot(PlotextPlot):
         self.kind = kind
         self.ascii = False
         self._drawn = None
+        self._titles = ("", "")
 
     def draw(self, state: RunState, ascii: bool = False) -> None:
         key = (state.curve_version, state.best_value, state.monitor, state.epochs, ascii, id(state))
@@ -37,19 +38,23 @@ class CurvePlot(PlotextPlot):
         plt.xticks(list(range(0, epochs + 1, step)))
         self.refresh()
 
-    def _title(self, plt, full: str, short: str) -> None:
-        # plotext drops a title wider than the canvas: fall back to the short one
-        width = self.size.width or 80
-        plt.title(full if len(full) <= width - 10 else short)
+    def _title(self, plt, full: str, short: str = "") -> None:
+        self._titles = (full, short or full)
+
+    def render(self):
+        # plotext drops a title wider than the canvas: pick the one that fits the current size
+        full, short = self._titles
+        self.plt.title(full if len(full) <= max(0, self.size.width - 10) else short)
+        return super().render()
 
     def _draw_loss(self, plt, state: RunState, marker: str) -> None:
         series = state.loss_series()
         for label, (xs, ys) in series.items():
-            if label == "train (steps)":
+            if label == "train/step":
                 plt.plot(xs, ys, label=label, marker=marker, color=COLORS[label])
             else:
                 plt.plot(xs, ys, label=label, marker=marker if len(xs) > 1 else "*", color=COLORS[label])
-        plt.title("Loss" if series else "Loss (waiting for the first steps)")
+        self._title(plt, "Loss" if series else "Loss (waiting for the first steps)", "Loss")
 
     def _draw_metric(self, plt, state: RunState, marker: str) -> None:
         name, xs, ys = state.metric_series()
@@ -60,7 +65,7 @@ class CurvePlot(PlotextPlot):
             self._title(plt, f"{name} (best {fmt_value(state.best_value)} @ epoch {state.best_epoch or '-'})",
                         f"{name} best {fmt_value(state.best_value, 3)}")
         else:
-            plt.title(f"{name} (after the first validation)")
+            self._title(plt, f"{name} (after the first validation)", name)
 
     def _draw_lr(self, plt, state: RunState, marker: str) -> None:
         xs, ys = state.lr_series()
@@ -69,6 +74,6 @@ class CurvePlot(PlotextPlot):
             exp = math.floor(math.log10(peak))
             scale = 10.0 ** exp
             plt.plot(xs, [y / scale for y in ys], label="lr", marker=marker, color="magenta")
-            plt.title(f"Learning rate (x1e{exp})")
+            self._title(plt, f"Learning rate (x1e{exp})", f"LR x1e{exp}")
         else:
-            plt.title("Learning rate")
+            self._title(plt, "Learning rate", "LR")

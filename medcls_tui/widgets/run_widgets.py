@@ -111,10 +111,10 @@ def warnings_text(state: RunState) -> Text:
                     "underfitting (both losses plateau high).", style="dim")
         return text
     for w in reversed(state.warnings[-50:]):
-        where = f"epoch {w.epoch} " if w.epoch is not None else ""
         text.append(f"{w.kind}", style=WARNING_STYLE.get(w.kind, "yellow"))
-        text.append(f" {where}".rstrip() + ": " if where else ": ", style="dim")
-        text.append(f"{w.message}\n")
+        if w.epoch is not None and not w.message.startswith("epoch"):
+            text.append(f" (epoch {w.epoch})", style="dim")
+        text.append(f": {w.message}\n")
     return text
 
 

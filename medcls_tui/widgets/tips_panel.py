@@ -1,8 +1,11 @@
 """Why the chosen preset's settings are what they are: values, their source and the tip's reason."""
 from __future__ import annotations
 
+import io
 from typing import Optional
 
+from rich.console import Console, Group, RenderableType
+from rich.padding import Padding
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
@@ -17,46 +20,59 @@ SOURCE_STYLE = {"tip": "green", "preset": "cyan", "flag": "yellow", "config file
 
 def tips_text(preset: Optional[PresetInfo], rows: list[ExplainRow], dataset_title: str = "",
               dataset_tips: Optional[list[str]] = None, warnings: Optional[list[str]] = None,
-              error: str = "", bullet: str = "•") -> Text:
-    text = Text()
+              error: str = "", bullet: str = "•") -> RenderableType:
+    parts: list[RenderableType] = []
+    head = Text()
     if preset is not None:
-        text.append(preset.name, style="bold")
+        head.append(preset.name, style="bold")
         if preset.description:
-            text.append(f" — {preset.description}")
-        text.append("\n")
-        if preset.notes:
-            text.append(preset.notes.strip() + "\n", style="italic")
+            head.append(f" — {preset.description}")
     if error:
-        text.append(f"\n{error}\n", style="bold red")
-    if rows:
-        text.append("\nWhy these settings", style="bold underline")
-        text.append("  (source in brackets)\n", style="dim")
-        width = max(len(r.key) for r in rows)
-        for row in rows:
-            text.append(f"{row.key:<{width}} ", style="bold")
-            text.append(display_value(row.value) or "-")
-            text.append(f" [{row.source}]", style=SOURCE_STYLE.get(row.source, ""))
-            if row.reason:
-                text.append(f" {row.reason}", style="dim" if row.source == "default" else "")
-            text.append("\n")
-    if dataset_tips:
-        text.append(f"\n{dataset_title}\n", style="bold")
-        for tip in dataset_tips:
-            text.append(f" {bullet} {tip}\n")
+        head.append(("\n" if head.plain else "") + error, style="bold red")
+    if head.plain:
+        parts.append(head)
+    for row in rows:
+        line = Text(row.key, style="bold")
+        line.append(f" {display_value(row.value) or '-'}", style="not bold")
+        line.append(f" [{row.source}]", style=SOURCE_STYLE.get(row.source, ""))
+        parts.append(line)
+        if row.reason:  # hanging indent: wrapped reason lines stay under the reason
+            parts.append(Padding(Text(row.reason, style="dim" if row.source == "default" else ""), (0, 0, 0, 2)))
+    tail = Text()
     for warning in warnings or []:
-        text.append(f"warning: {warning}\n", style="yellow")
-    return text
+        tail.append(f"warning: {warning}\n", style="yellow")
+    if dataset_tips:
+        tail.append(f"{dataset_title}\n", style="bold")
+        for tip in dataset_tips:
+            tail.append(f" {bullet} {tip}\n")
+    if preset is not None and preset.notes:
+        tail.append("Preset notes\n", style="bold")
+        tail.append(preset.notes.strip() + "\n", style="italic")
+    if tail.plain:
+        parts.append(tail)
+    return Group(*parts)
+
+
+def plain_text(renderable: RenderableType, width: int = 120) -> str:
+    console = Console(width=width, file=io.StringIO(), color_system=None, record=True)
+    console.print(renderable)
+    return console.export_text()
 
 
 class TipsPanel(VerticalScroll):
     """A scrollable explanation of the resolved config (reasons come from core.tips via the engine)."""
 
-    def compose(self) -> ComposeResult:
-        yield Static("loading presets and tips...", id="tips-text")
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.renderable: RenderableType = Text("loading presets and tips...")
 
-    def show(self, text: Text) -> None:
-        self.query_one("#tips-text", Static).update(text)
+    def compose(self) -> ComposeResult:
+        yield Static(self.renderable, id="tips-text")
+
+    def show(self, renderable: RenderableType) -> None:
+        self.renderable = renderable
+        self.query_one("#tips-text", Static).update(renderable)
 
     @property
     def plain(self) -> str:
-        return str(self.query_one("#tips-text", Static).render())
+        return plain_text(self.renderable)

@@ -1,0 +1,180 @@
+"""docs/TUI_SCREENS.md: text captures of every screen and the key bindings, generated from the app.
+
+    MEDCLS_UPDATE_DOCS=1 uv run pytest tests/test_tui_docs.py -m slow     # rewrite the file
+    uv run pytest tests/test_tui_docs.py -m slow                          # check it is current
+
+The key tables come from the screens' BINDINGS (what the footer shows), the captures from the same
+scripted, stable fixtures as the snapshot tests.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from medcls_tui import advice
+from test_tui_helpers import gpu_hardware, make_app, picker_ready, screen_text, wait_for
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "TUI_SCREENS.md"
+
+INTRO = """\
+# The medcls app: screens and keys
+
+`uv run medcls` (no sub-command) opens the app; `medcls --no-mouse` leaves the mouse to the
+terminal (SSH/tmux), `medcls --output_dir DIR` lists and writes runs under `DIR` (default `runs`).
+Everything is keyboard-driven; the footer always shows the keys of the current screen. The
+captures below are 80x24, the smallest size the layout is designed for; from 120 columns the
+picker shows settings and tips side by side and the live screen shows all charts at once.
+
+Over SSH and in tmux: use a UTF-8 locale and a 256-colour `TERM` (`tmux-256color` or
+`screen-256color`); true colour and the mouse are not needed. `MEDCLS_TUI_HZ` sets the live
+screen's refresh rate (default 4/s, which keeps redraw traffic low), `MEDCLS_ASCII=1` draws
+ASCII borders and plot markers for terminals without box/braille glyphs. For multi-hour jobs,
+run `medcls train ...` inside tmux (the run keeps going if the connection drops) and open it
+from the Runs screen: a run without `summary.json` is followed live from its `metrics.jsonl`.
+
+Captures are regenerated with `MEDCLS_UPDATE_DOCS=1 uv run pytest tests/test_tui_docs.py -m slow`.
+"""
+
+SECTIONS = [
+    ("Preset picker", "picker",
+     "The first screen. Presets (built-in and your saved ones) grouped by dataset, budget and task; "
+     "the main settings of the highlighted preset, editable; and why each value is what it is: the "
+     "value, where it came from (`[preset]`, `[tip]`, `[flag]` for your edits, `[default]`) and the "
+     "tip's reason from `spec/TRAINING_TIPS.md`. Every edit is checked by the engine's own config "
+     "validation; an invalid value shows the engine's message under the field. `ctrl+t` trains, "
+     "`ctrl+s` saves the settings as a preset YAML that `medcls train --preset FILE` accepts."),
+    ("Picker with an invalid value", "picker_invalid",
+     "Typing `-1` into LR: the engine's error, inline. Training refuses until it is fixed."),
+    ("Save preset", "save",
+     "A name saves to the user preset folder (`~/.config/medcls/presets`, or `$MEDCLS_PRESET_DIR`); "
+     "a path ending in `.yaml` saves there. Only keys set by the preset or by you are written; the "
+     "tips fill the rest on whatever machine loads it."),
+    ("Advisor", "advisor",
+     "GPU name, total and free memory (or CPU and RAM), the spec's batch-size range for that memory, "
+     "and the suggested batch size and gradient accumulation for the chosen model, mode and image "
+     "size. `p` runs the measured probe (`core/advisor.py`) when the build has it; `u` copies the "
+     "suggestion into the picker."),
+    ("Live training", "training",
+     "The engine runs in a worker thread; the screen redraws a few times per second from a buffer of "
+     "its events, so the training loop never waits for the UI. Status, epoch/step, ETA, img/s and GPU "
+     "memory; one chart at a time at 80 columns (`1`-`4` or `v`: loss, monitored metric, learning "
+     "rate, AUROC per class); the early-stopping indicator (monitored metric, best value and epoch, "
+     "patience used/left) and the engine's overfitting/underfitting warnings as they appear."),
+    ("Live training, per-class AUROC", "training_classes", "View `4`: AUROC per class of the latest validation."),
+    ("Live training on a wide terminal", "training_wide",
+     "From 120 columns all charts and the per-class AUROC are shown together."),
+    ("Quit while training", "quit",
+     "Quitting during a run asks first; `y` stops the run after the current step (checkpoint and "
+     "summary are written, so it can be resumed), waits for the engine thread to end, then exits."),
+    ("Runs", "runs",
+     "Past runs in the output folder, newest first, with status and best metric. `o`/`enter` opens one, "
+     "`e` resumes an unfinished one exactly where it stopped (same as `medcls train --retrain`)."),
+    ("Run detail", "detail",
+     "A past run's curves and early-stopping state from its `metrics.jsonl` (here the metric chart, "
+     "`2`); a run still being written by a headless `medcls train` is followed every 2 s."),
+]
+
+
+def _bindings_table() -> str:
+    from medcls_tui.app import MedclsApp
+    from medcls_tui.screens.advisor import AdvisorScreen
+    from medcls_tui.screens.confirm_quit import ConfirmQuitScreen
+    from medcls_tui.screens.picker import PickerScreen
+    from medcls_tui.screens.run_detail import RunDetailScreen
+    from medcls_tui.screens.runs import RunsScreen
+    from medcls_tui.screens.save_preset import SavePresetScreen
+    from medcls_tui.screens.training import TrainingScreen
+
+    screens = [("Everywhere", MedclsApp), ("Preset picker", PickerScreen), ("Save preset", SavePresetScreen),
+               ("Advisor", AdvisorScreen), ("Live training", TrainingScreen), ("Quit dialog", ConfirmQuitScreen),
+               ("Runs", RunsScreen), ("Run detail", RunDetailScreen)]
+    lines = ["## Key bindings", "", "| Screen | Key | Action |", "|---|---|---|"]
+    for title, cls in screens:
+        for binding in cls.BINDINGS:
+            desc = binding.description or binding.action
+            key = binding.key.replace("ctrl+", "ctrl+")
+            note = ""
+            if title == "Preset picker" and binding.key in ("a", "r", "w"):
+                note = " (when the preset list has focus; `esc` returns to it)"
+            if binding.key == "escape" and not binding.description:
+                desc = "cancel"
+            lines.append(f"| {title} | `{key}` | {desc}{note} |")
+    lines += ["", "Arrow keys move in lists and tables, `tab`/`shift+tab` between fields, `enter` "
+              "selects. The picker's `ctrl+t`/`ctrl+s` work while typing in a field.", ""]
+    return "\n".join(lines)
+
+
+async def _capture(name: str, tmp_path: Path, monkeypatch) -> str:
+    from test_tui_snapshots import _live, _write_runs
+
+    from medcls_tui.screens.run_detail import RunDetailScreen
+    from medcls_tui.screens.runs import RunsScreen
+    from medcls_tui.screens.save_preset import SavePresetScreen
+
+    size = (140, 40) if name == "training_wide" else (80, 24)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    monkeypatch.chdir(tmp_path)  # output folder shows as "runs", not a temp path
+    if name in ("runs", "detail"):
+        _write_runs(tmp_path / "runs")
+    # scripted live runs are deterministic, so their ETA and img/s can show; dates cannot
+    app = make_app(Path("runs"), hardware=gpu_hardware(), stable=name in ("runs", "detail"))
+    async with app.run_test(size=size) as pilot:
+        if name.startswith("training") or name == "quit":
+            await _live(pilot, "4" if name == "training_classes" else None)
+            if name == "quit":
+                await pilot.press("ctrl+q")
+        else:
+            picker = await picker_ready(pilot)
+            if name == "picker_invalid":
+                picker.query_one("#field-lr").focus()
+                await pilot.press("minus", "1")
+                await picker_ready(pilot)
+                picker.query_one("#presets").focus()
+            elif name == "save":
+                await pilot.press("ctrl+s")
+                await wait_for(pilot, lambda: isinstance(app.screen, SavePresetScreen))
+            elif name == "advisor":
+                await pilot.press("a")
+            elif name in ("runs", "detail"):
+                await pilot.press("r")
+                await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
+                if name == "detail":
+                    await pilot.press("down", "down", "enter")
+                    await wait_for(pilot, lambda: isinstance(app.screen, RunDetailScreen))
+                    await pilot.press("2")
+        await pilot.pause(0.3)
+        return screen_text(app).rstrip("\n")
+
+
+def _render(captures: dict[str, str]) -> str:
+    parts = [INTRO]
+    for title, name, text in SECTIONS:
+        parts += [f"## {title}", "", text, "", "```text", captures[name], "```", ""]
+    parts.append(_bindings_table())
+    return "\n".join(parts)
+
+
+@pytest.mark.slow
+async def test_screens_doc_is_current(tmp_path, monkeypatch):
+    monkeypatch.setattr(advice, "_advisor_module", lambda: None)
+    captures = {}
+    for _, name, _ in SECTIONS:
+        captures[name] = await _capture(name, tmp_path / name, monkeypatch)
+    doc = _render(captures)
+    if os.environ.get("MEDCLS_UPDATE_DOCS"):
+        DOC.parent.mkdir(parents=True, exist_ok=True)
+        DOC.write_text(doc, encoding="utf-8")
+    assert DOC.is_file() and DOC.read_text(encoding="utf-8") == doc, (
+        "docs/TUI_SCREENS.md is out of date: MEDCLS_UPDATE_DOCS=1 uv run pytest tests/test_tui_docs.py -m slow")
+
+
+def test_every_screen_binding_has_a_description():
+    """The footer (and the docs table) needs a description for every shown key."""
+    table = _bindings_table()
+    assert "| Live training | `p` | Pause/resume |" in table
+    assert "| Everywhere | `ctrl+q` | Quit |" in table
+    for line in table.splitlines()[4:]:
+        if line.startswith("|"):
+            assert line.split("|")[3].strip(), line
