@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 import typer
 
+from .cli_advise import advise
 from .cli_data import data_app, prepare_command
 from .train_options import split_kwargs, with_train_options
 
@@ -19,6 +20,7 @@ presets_app = typer.Typer(help="List and show presets.", no_args_is_help=True)
 app.add_typer(presets_app, name="presets")
 app.add_typer(data_app, name="data", help="Dataset statistics.")
 app.command("prepare", help="Decode a dataset once into the resized pixel cache.")(prepare_command)
+app.command("advise", help="GPU memory, the tips' batch range and (--probe) a measured safe batch size.")(advise)
 
 
 def fail(message: str, code: int = 2) -> None:
