@@ -31,18 +31,25 @@ def fail(message: str, code: int = 2) -> None:
 @app.callback(invoke_without_command=True)
 def main_callback(ctx: typer.Context,
                   no_mouse: bool = typer.Option(False, "--no-mouse", help="Do not capture the mouse (SSH/tmux)."),
-                  output_dir: str = typer.Option("runs", "--output_dir", help="Where runs are listed and written.")) -> None:
-    """With no command: open the app (needs a terminal)."""
+                  output_dir: str = typer.Option("runs", "--output_dir", help="Where runs are listed and written."),
+                  preset: str = typer.Option("demo", "--preset", help="Preset selected when the app opens.")) -> None:
+    """With no command: open the app. Without a terminal, train the preset headless instead."""
     if ctx.invoked_subcommand is not None:
         return
     if not sys.stdin.isatty() or not sys.stdout.isatty():
-        typer.echo("medcls: no terminal for the app; use `medcls train ...` headless (see --help)", err=True)
-        raise typer.Exit(2)
-    try:
-        from .app import MedclsApp
-    except ImportError as err:  # the app is part of this package; this only guards broken installs
-        fail(f"the Textual app could not be loaded ({err}); use `medcls train ...`")
-    MedclsApp(output_dir=output_dir).run(mouse=not no_mouse)
+        typer.echo(f"medcls: no terminal for the app; training preset '{preset}' headless "
+                   "(`medcls train --help` for your own runs)", err=True)
+        from core.config import ConfigError
+
+        try:
+            resolved, _ = resolve_from_cli({"output_dir": output_dir}, {"preset": preset})
+        except ConfigError as err:
+            fail(str(err))
+        summary = run_training(resolved)
+        raise typer.Exit(1 if summary.get("status") == "failed" else 0)
+    from .app import MedclsApp
+
+    MedclsApp(output_dir=output_dir, initial_preset=preset).run(mouse=not no_mouse)
 
 
 def resolve_from_cli(flags: dict[str, Any], extras: dict[str, Any]):

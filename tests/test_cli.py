@@ -125,9 +125,18 @@ def test_runs_command_lists_runs(tmp_path):
     assert result.exit_code == 0 and re.search(r"listed\s+finished\s+val_auroc", result.output)
 
 
-def test_no_subcommand_without_tty_exits_2():
-    result = runner.invoke(app, [])
-    assert result.exit_code == 2 and "medcls train" in result.output
+def test_no_subcommand_without_tty_trains_the_preset_headless(tmp_path):
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text("name: tiny\n" + "\n".join(f"{k}: {v}" for k, v in {
+        "model": "resnet18", "img_size": 32, "synthetic_size": 64, "epochs": 1, "batch_size": 16,
+        "num_workers": 0}.items()))
+    out = tmp_path / "runs"
+    result = runner.invoke(app, ["--preset", str(tiny), "--output_dir", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "no terminal for the app" in result.output and "finished: 1 epochs" in result.output
+    assert len(list(out.iterdir())) == 1
+    bad = runner.invoke(app, ["--preset", "nope", "--output_dir", str(out)])
+    assert bad.exit_code == 2 and "unknown preset 'nope'" in bad.output
 
 
 def test_train_py_shim_runs_as_written(tmp_path):
