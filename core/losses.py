@@ -7,7 +7,7 @@ the effective learning rate unchanged.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -15,19 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
-_LOSSES: dict[str, Callable] = {}
+from .registry import Registry
 
-
-def register_loss(name: str):
-    def wrap(fn):
-        _LOSSES[name] = fn
-        return fn
-
-    return wrap
-
-
-def loss_names() -> list[str]:
-    return sorted(_LOSSES)
+LOSSES: Registry = Registry("loss")
+register_loss = LOSSES.register
+loss_names = LOSSES.names
 
 
 def dense_targets(target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -166,6 +158,4 @@ def _asl(config, num_classes: int, class_counts: np.ndarray, n_train: int) -> nn
 
 def build_loss(config, num_classes: int, class_counts: np.ndarray, n_train: int) -> nn.Module:
     """config.loss is already resolved (never 'auto' here)."""
-    if config.loss not in _LOSSES:
-        raise ValueError(f"loss: unknown loss '{config.loss}'. Allowed: {', '.join(loss_names())}")
-    return _LOSSES[config.loss](config, num_classes, class_counts, n_train)
+    return LOSSES.get(config.loss)(config, num_classes, class_counts, n_train)

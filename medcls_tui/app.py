@@ -74,6 +74,7 @@ class MedclsApp(App):
         """The picker's latest valid ResolvedConfig (the advisor reads it)."""
         self.probe_result: Any = None
         self.picker = None
+        self._last_refresh = 0.0
 
     # ------------------------------------------------------------------ setup
     def on_mount(self) -> None:
@@ -165,7 +166,9 @@ class MedclsApp(App):
         if events:
             session.state.apply_all(events)
         state = session.state
-        if events or not session.active:
+        now = time.monotonic()
+        if events or not session.active or now - self._last_refresh > 1.0:
+            self._last_refresh = now
             self._update_sub_title(state)
             refresh = getattr(self.screen, "refresh_view", None)
             if refresh is not None:

@@ -6,22 +6,16 @@ features (XDomainMix) is a strategy registered here, so the engine has no if-cha
 """
 from __future__ import annotations
 
-from typing import Callable
+
 
 import torch
 from torch import nn
 
-_STRATEGIES: dict[str, Callable] = {}
+from ..registry import Registry
 
-
-def register_strategy(name: str):
-    """Decorator: `fn(config, num_classes, num_domains, multi_label) -> BatchStrategy`."""
-
-    def wrap(fn):
-        _STRATEGIES[name] = fn
-        return fn
-
-    return wrap
+STRATEGIES: Registry = Registry("augmentation")
+register_strategy = STRATEGIES.register
+"""Decorator: `fn(config, num_classes, num_domains, multi_label) -> BatchStrategy`."""
 
 
 class BatchStrategy:
@@ -48,7 +42,7 @@ class BatchStrategy:
 
 def strategy_names() -> list[str]:
     _import_all()
-    return sorted(_STRATEGIES)
+    return STRATEGIES.names()
 
 
 def build_strategy(config, num_classes: int, num_domains: int, multi_label: bool) -> BatchStrategy:
@@ -57,9 +51,7 @@ def build_strategy(config, num_classes: int, num_domains: int, multi_label: bool
     aug = config.augmentation or "standard"
     if aug in ("none", "standard"):
         aug = "mixup" if config.mixup_alpha > 0 else "erm"
-    if aug not in _STRATEGIES:
-        raise ValueError(f"augmentation: '{aug}' is not available. Allowed: {', '.join(sorted(_STRATEGIES))}")
-    return _STRATEGIES[aug](config, num_classes, num_domains, multi_label)
+    return STRATEGIES.get(aug)(config, num_classes, num_domains, multi_label)
 
 
 @register_strategy("erm")

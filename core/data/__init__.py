@@ -1,35 +1,25 @@
 """Dataset registry: one module per source registers a builder `fn(config, progress) -> DatasetBundle`."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
+from ..registry import Registry
 from .base import ArrayTable, DataError, DatasetBundle, ImageTable, LoaderTable, ProgressFn
 
-_BUILDERS: dict[str, Callable] = {}
-
-
-def register_dataset(name: str):
-    """Decorator: make a builder available as `--dataset NAME`."""
-
-    def wrap(fn):
-        _BUILDERS[name] = fn
-        return fn
-
-    return wrap
+DATASETS: Registry = Registry("dataset")
+register_dataset = DATASETS.register
+"""Decorator: make a builder available as `--dataset NAME`."""
 
 
 def dataset_names() -> list[str]:
     _import_sources()
-    return sorted(_BUILDERS)
+    return DATASETS.names()
 
 
 def load_dataset(config, progress: Optional[ProgressFn] = None) -> DatasetBundle:
     """Build the dataset named by config.dataset (config is a resolved TrainConfig)."""
     _import_sources()
-    builder = _BUILDERS.get(config.dataset)
-    if builder is None:
-        raise DataError(f"dataset: unknown dataset '{config.dataset}'. Allowed: {', '.join(sorted(_BUILDERS))}")
-    return builder(config, progress or (lambda done, total, desc: None))
+    return DATASETS.get(config.dataset, DataError)(config, progress or (lambda done, total, desc: None))
 
 
 def _import_sources() -> None:

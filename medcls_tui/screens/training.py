@@ -83,9 +83,14 @@ class TrainingScreen(Screen):
             return
         dashboard.show(state, stable=settings.stable, ascii=settings.ascii, force=force)
         text = result_text(state, settings.stable)
-        result.update(text)
+        if getattr(result, "_medcls_last", None) != text:
+            result._medcls_last = text
+            result.update(text)
         result.set_class(bool(text.plain), "-shown")
-        self.refresh_bindings()
+        active = self.app.run_active
+        if active != getattr(self, "_bindings_active", None):
+            self._bindings_active = active
+            self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple) -> Optional[bool]:
         if action in ("toggle_pause", "stop", "checkpoint"):

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import math
+import time
 
 from textual_plotext import PlotextPlot
 
 from ..run_state import RunState, fmt_value
 
 COLORS = {"train/step": "cyan", "train/epoch": "blue", "val": "red"}
+
+
+STEP_REDRAW_S = 1.0
+"""New steps alone redraw a chart at most this often (plot builds are the UI's main cost)."""
 
 
 class CurvePlot(PlotextPlot):
@@ -21,12 +26,19 @@ class CurvePlot(PlotextPlot):
         self.ascii = False
         self._drawn = None
         self._titles = ("", "")
+        self._drawn_at = 0.0
 
-    def draw(self, state: RunState, ascii: bool = False) -> None:
+    def draw(self, state: RunState, ascii: bool = False, force: bool = False) -> None:
         key = (state.curve_version, state.best_value, state.monitor, state.epochs, ascii, id(state))
         if key == self._drawn:
             return
+        steps_only = (self._drawn is not None and key[1:] == self._drawn[1:] and not state.finished
+                      and len(state.epoch_log) == getattr(self, "_drawn_epochs", -1))
+        if steps_only and not force and time.monotonic() - self._drawn_at < STEP_REDRAW_S:
+            return  # drawn on a later tick
         self._drawn = key
+        self._drawn_epochs = len(state.epoch_log)
+        self._drawn_at = time.monotonic()
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()

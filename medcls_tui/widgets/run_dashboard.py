@@ -48,6 +48,8 @@ class RunDashboard(Vertical):
         for name in VIEWS:
             self.query_one(f"#view-{name}").set_class(name == view, "-current")
         self._show_tabs()
+        if self._state is not None:
+            self.call_after_refresh(self.show, self._state, self.stable, self.ascii, True)
 
     def _show_tabs(self) -> None:
         text = Text(" ")
@@ -62,13 +64,14 @@ class RunDashboard(Vertical):
         self.view = VIEWS[(VIEWS.index(self.view) + 1) % len(VIEWS)]
 
     def show(self, state: RunState, stable: bool = False, ascii: bool = False, force: bool = False) -> None:
-        """Redraw from `state` if it changed since the last call."""
-        if not force and state is self._state and state.version == self._shown_version:
-            return
-        self._state, self._shown_version = state, state.version
-        self.query_one(RunHeader).show(state, stable)
+        """Redraw from `state`: panels when it changed, charts when their data changed (rate-limited)."""
+        self.stable, self.ascii = stable, ascii
+        if force or state is not self._state or state.version != self._shown_version:
+            self._state, self._shown_version = state, state.version
+            self.query_one(RunHeader).show(state, stable)
+            self.query_one(ClassAurocPanel).show(state, ascii)
+            self.query_one(EarlyStopPanel).show(state, ascii)
+            self.query_one(WarningsPanel).show(state)
         for plot in self.query(CurvePlot):
-            plot.draw(state, ascii)
-        self.query_one(ClassAurocPanel).show(state, ascii)
-        self.query_one(EarlyStopPanel).show(state, ascii)
-        self.query_one(WarningsPanel).show(state)
+            if plot.display:  # hidden charts draw when they are shown (see watch_view)
+                plot.draw(state, ascii, force=force)

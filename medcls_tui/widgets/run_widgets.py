@@ -17,6 +17,15 @@ WARNING_STYLE = {"overfitting": "yellow", "underfitting": "yellow", "oom": "red"
                  "error": "bold red", "early_stop": "green"}
 
 
+def update_if_changed(widget: Static, text: Text, layout: bool = False) -> bool:
+    """Static.update only when the text changed; fixed-size panels skip the layout pass."""
+    if getattr(widget, "_medcls_last", None) == text:
+        return False
+    widget._medcls_last = text
+    widget.update(text, layout=layout)
+    return True
+
+
 def status_label(status: str) -> str:
     return status.replace("_", " ").upper()
 
@@ -65,12 +74,13 @@ class RunHeader(Vertical):
             yield Static(id="run-speed")
 
     def show(self, state: RunState, stable: bool = False) -> None:
-        self.query_one("#run-status", Static).update(progress_line(state, stable))
-        self.query_one("#run-speed", Static).update(speed_line(state, stable))
+        update_if_changed(self.query_one("#run-status", Static), progress_line(state, stable))
+        update_if_changed(self.query_one("#run-speed", Static), speed_line(state, stable))
         bar = self.query_one("#run-progress", ProgressBar)
         total = state.total_steps or 100
         done = total if state.status == "finished" else min(state.global_step, total)
-        bar.update(total=total, progress=done)
+        if (bar.total, bar.progress) != (total, done):
+            bar.update(total=total, progress=done)
 
 
 def early_stop_text(state: RunState, ascii: bool = False) -> Text:
@@ -101,7 +111,7 @@ class EarlyStopPanel(Static):
     """Monitored metric, best value and epoch, patience used/left."""
 
     def show(self, state: RunState, ascii: bool = False) -> None:
-        self.update(early_stop_text(state, ascii))
+        update_if_changed(self, early_stop_text(state, ascii))
 
 
 def warnings_text(state: RunState) -> Text:
@@ -125,7 +135,7 @@ class WarningsPanel(VerticalScroll):
         yield Static(id="warnings-text")
 
     def show(self, state: RunState) -> None:
-        self.query_one("#warnings-text", Static).update(warnings_text(state))
+        update_if_changed(self.query_one("#warnings-text", Static), warnings_text(state), layout=True)
 
 
 def class_auroc_text(state: RunState, ascii: bool = False, width: int = 12) -> Text:
@@ -154,4 +164,4 @@ class ClassAurocPanel(VerticalScroll):
         yield Static(id="class-auroc-text")
 
     def show(self, state: RunState, ascii: bool = False) -> None:
-        self.query_one("#class-auroc-text", Static).update(class_auroc_text(state, ascii))
+        update_if_changed(self.query_one("#class-auroc-text", Static), class_auroc_text(state, ascii), layout=True)
