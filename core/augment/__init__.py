@@ -6,8 +6,6 @@ features (XDomainMix) is a strategy registered here, so the engine has no if-cha
 """
 from __future__ import annotations
 
-
-
 import torch
 from torch import nn
 
