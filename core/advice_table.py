@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from . import tips
-from .gpu_memory import GpuInfo, HardwareInfo, read_hardware
+from .gpu_memory import GpuInfo, HardwareInfo, read_hardware, training_gpu
 
 REFERENCE_IMG = 224
 """The spec's batch table is for the seed models at their native 224 px."""
@@ -54,23 +54,13 @@ def nominal_gib(total_gib: float) -> float:
     return total_gib
 
 
-def training_gpu(hardware, device: str = "auto"):
-    """The GPU a run with `device` uses (cuda:N -> index N), or None for CPU. Duck-typed on purpose:
-    the TUI may hand over its own hardware view with the same fields."""
-    gpus = list(getattr(hardware, "gpus", None) or [])
-    if device == "cpu" or not gpus:
-        return None
-    index = int(device.split(":")[1]) if device.startswith("cuda:") else 0
-    return next((g for g in gpus if getattr(g, "index", None) == index), gpus[0])
-
-
 def planning_gib(gpu: GpuInfo) -> tuple[float, list[str]]:
     """Card class minus other processes' memory, with the reasons."""
     nominal = nominal_gib(gpu.total_gib)
     free = getattr(gpu, "free_gib", None)
     reasons = [f"GPU {gpu.index} {gpu.name}: {gpu.total_gib:.1f} GiB total"
                + (f", {free:.1f} GiB free" if free is not None else "")
-               + (f" (a {nominal:.0f} GB card)" if nominal != gpu.total_gib else "")]
+               + (f" ({nominal:.0f} GB card)" if nominal != gpu.total_gib else "")]
     others = getattr(gpu, "used_by_other_processes_gib", 0.0) or 0.0
     if others >= OTHER_PROCESS_NOISE_GIB:
         planned = max(0.0, nominal - others)
@@ -177,6 +167,16 @@ def next_smaller_model(model: str) -> Optional[str]:
     return candidate
 
 
+def _uses_batchnorm(model: str) -> bool:
+    """CNN families train with BatchNorm (ConvNeXt, ViT and Swin use LayerNorm)."""
+    from .models import model_family, resolve_model_name
+
+    try:
+        return model_family(resolve_model_name(model)) == "cnn"
+    except ValueError:
+        return False
+
+
 def _fits(budget: Optional[float], fixed: Optional[float], per_image: Optional[float], factor: float,
           max_batch: Optional[int]) -> str:
     """'~N per step' from the measured memory model, else from the current max batch."""
@@ -224,7 +224,7 @@ def model_advice(model: str, mode: str, img_size: int, *, mixed_precision: bool 
         lines.append(f"--model {smaller_model} (next in the budget table): {detail}")
     if not mixed_precision:
         lines.append(f"--mixed_precision: {fit(1 / FP32_FACTOR)} (bf16/fp16 activations)")
-    if max_batch and max_batch < 8 and mode != "linear_probe":
+    if max_batch and max_batch < 8 and mode != "linear_probe" and _uses_batchnorm(model):
         lines.append("BatchNorm models learn poorly from micro-batches under 8 images: prefer one of the above "
                      "to more accumulation")
     return lines

@@ -91,12 +91,15 @@ class _Clock:
         self.deadline = self.start + budget_s
         self.last: Optional[Trial] = None
 
+    SAFETY = 1.25
+    """Step times vary (shared machines, first calls): predict a quarter more than the last trial."""
+
     def affords(self, batch: int, steps: float = 2) -> bool:
         """Would `steps` steps at `batch` end before the deadline? (time per step ~ linear in batch)"""
         now = time.perf_counter()
         if self.last is None or not self.last.step_s:
             return now < self.deadline
-        return now + steps * self.last.step_s * batch / self.last.batch <= self.deadline
+        return now + self.SAFETY * steps * self.last.step_s * batch / self.last.batch <= self.deadline
 
     def seen(self, trial: Trial) -> None:
         if trial.step_s:

@@ -41,10 +41,17 @@ class HardwareInfo:
 
     def gpu(self, device: str = "auto") -> Optional[GpuInfo]:
         """The GPU a run with this `device` setting trains on, or None for CPU."""
-        if device == "cpu" or not self.gpus:
-            return None
-        index = int(device.split(":")[1]) if device.startswith("cuda:") else 0
-        return next((g for g in self.gpus if g.index == index), self.gpus[0])
+        return training_gpu(self, device)
+
+
+def training_gpu(hardware, device: str = "auto"):
+    """The GPU a run with `device` uses (cuda:N -> index N), or None for CPU. Duck-typed on purpose:
+    the TUI may hand over its own hardware view with the same fields."""
+    gpus = list(getattr(hardware, "gpus", None) or [])
+    if device == "cpu" or not gpus:
+        return None
+    index = int(device.split(":")[1]) if device.startswith("cuda:") else 0
+    return next((g for g in gpus if getattr(g, "index", None) == index), gpus[0])
 
 
 def read_hardware() -> HardwareInfo:

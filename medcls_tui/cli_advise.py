@@ -44,6 +44,7 @@ def advice_report(config, probe_result: Any = None) -> dict:
 
 def print_report(report: dict) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
     from core import tips
 
@@ -51,7 +52,7 @@ def print_report(report: dict) -> None:
     hw, table, probe, cfg = report["hardware"], report["table"], report["probe"], report["config"]
     console.print(f"[bold]Hardware[/] (source: {hw['source']})")
     for gpu in hw["gpus"]:
-        console.print(f"  GPU {gpu['index']}: {gpu['name']} — {gpu['total_gib']:.1f} GiB total, "
+        console.print(f"  GPU {gpu['index']}: {escape(gpu['name'])} — {gpu['total_gib']:.1f} GiB total, "
                       f"{gpu['free_gib']:.1f} GiB free, {gpu['used_by_other_processes_gib']:.1f} GiB used by "
                       "other processes")
     if not hw["gpus"]:
@@ -64,7 +65,7 @@ def print_report(report: dict) -> None:
     console.print(f"  spec range {table['batch_low']}-{table['batch_high']}: batch {table['suggested_batch']} x "
                   f"{table['grad_accum_steps']} accumulation = effective {table['effective_batch']}")
     for reason in table["reasons"]:
-        console.print(f"    • {reason}", style="dim")
+        console.print(f"    • {escape(reason)}", style="dim")
     advice = list(table["model_advice"])
     if probe is not None:
         console.print(f"\n[bold]Measured probe[/] on {probe['device']} ({probe['elapsed_s']:.1f} s"
@@ -81,15 +82,15 @@ def print_report(report: dict) -> None:
         extra.append(f"eval at that batch {'ok' if probe['eval_batch_ok'] else 'not confirmed'}")
         console.print("  " + ", ".join(extra))
         for reason in probe["reasons"]:
-            console.print(f"    • {reason}", style="dim")
+            console.print(f"    • {escape(reason)}", style="dim")
         advice = list(probe["model_advice"]) or advice
     if advice:
         console.print("\n[bold yellow]Model advice[/]")
         for line in advice:
-            console.print(f"  - {line}")
+            console.print(f"  - {escape(line)}")
     console.print("\n[bold]If you run out of memory[/] (spec: Memory Optimization)")
     for i, step in enumerate(tips.MEMORY_STEPS, 1):
-        console.print(f"  {i}. {step}")
+        console.print(f"  {i}. {escape(step)}")
     if probe is None:
         console.print("\n(add --probe to measure on this machine)", style="dim")
 

@@ -14,6 +14,15 @@ from core.events import TrainingWarning
 from core.resolve import resolve_config
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread is as fast and immune to oversubscribed shared CI cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class InjectOOM:
     """Raise CUDA OOM while the micro-batch is larger than `fits`, from global step `at_step` on."""
 
@@ -112,7 +121,8 @@ def test_oom_in_optimizer_step_with_fp16_scaler_keeps_the_update(tiny_flags, mon
     monkeypatch.setattr(engine.torch.amp, "GradScaler",
                         lambda *a, **k: real_scaler("cpu", init_scale=1024.0, growth_interval=10**6))
     real_build = engine.build_optimizer
-    flags = {**tiny_flags, "model": "test_convnext", "drop_path_rate": 0.0, "epochs": 1, "lr": 1e-3}
+    flags = {**tiny_flags, "model": "test_convnext", "drop_path_rate": 0.0, "epochs": 1, "lr": 1e-3,
+             "max_steps_per_epoch": 3}
 
     def run(fail_at_step):
         calls = {"n": 0}
