@@ -77,9 +77,13 @@ def rates(run_dir: Path, samples: list[tuple[float, float]]) -> tuple[float, flo
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+CHILD_ENV = dict(os.environ)
+
+
 def run_sampled(cmd: list[str], what: str) -> list[tuple[float, float]]:
     """Run cmd, sampling its CPU time (utime+stime of all threads) every 20 ms."""
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=CHILD_ENV)
     samples: list[tuple[float, float]] = []
     stat = Path(f"/proc/{proc.pid}/stat")
     while proc.poll() is None:
@@ -154,17 +158,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps per epoch")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--img_size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch/OpenMP threads in both processes (0 = torch default). 1 keeps the CPU "
+                             "cost per step free of OpenMP spin-waits when other jobs load the machine")
     parser.add_argument("--tui-child", nargs=3, metavar=("PRESET", "OUT", "NAME"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.tui_child:
         tui_child(*args.tui_child)
         return
+    if args.threads:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            CHILD_ENV[var] = str(args.threads)
     with tempfile.TemporaryDirectory(prefix="medcls_tui_bench_") as tmp:
         root = Path(tmp)
         preset = tiny_preset(root / "presets", args.model, args.steps, args.epochs, args.img_size)
         out = root / "runs"
         print(f"tiny run: {args.model}, {args.img_size}px, batch 16, {args.epochs} x {args.steps} steps, "
-              f"synthetic data, CPU threads {os.cpu_count()}; {args.rounds} interleaved rounds")
+              f"synthetic data, {os.cpu_count()} CPUs, torch threads {args.threads or 'default'}; "
+              f"{args.rounds} interleaved rounds; load average {os.getloadavg()[0]:.1f}")
         print(f"{'round':>5} {'CLI wall':>9} {'TUI wall':>9} {'ratio':>6}   {'CLI cpu':>8} {'TUI cpu':>8} {'ratio':>6}"
               "   (steps/s, steps per CPU-s)")
         rows = []

@@ -287,6 +287,10 @@ class Trainer:
                 if not is_oom(err):
                     raise
                 self.optimizer.zero_grad(set_to_none=True)
+                if self.scaler.is_enabled():  # an OOM inside scaler.step leaves it marked "unscaled"
+                    state = self.scaler.state_dict()
+                    self.scaler = torch.amp.GradScaler(self.device.type)
+                    self.scaler.load_state_dict(state)
                 largest = max(int(b[1].shape[0]) for b in micro_batches)
                 chunk = math.ceil(largest / self.micro_splits)
                 if chunk <= 1:

@@ -110,8 +110,6 @@ def test_illegal_memory_access_is_not_retried(tiny_flags):
     assert not oom_warnings(events)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: after an OOM inside scaler.step (e.g. AdamW allocating its "
-                   "state), the retry steps with still-scaled gradients; see the advisor report for the fix")
 def test_oom_in_optimizer_step_with_fp16_scaler_keeps_the_update(tiny_flags, monkeypatch):
     """fp16 runs use a GradScaler. Simulated on CPU with an enabled CPU GradScaler and a model
     with LayerNorm only and no drop path, so micro-batch halving alone does not change the update."""

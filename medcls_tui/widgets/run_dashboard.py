@@ -68,7 +68,7 @@ class RunDashboard(Vertical):
         self.stable, self.ascii = stable, ascii
         if force or state is not self._state or state.version != self._shown_version:
             self._state, self._shown_version = state, state.version
-            self.query_one(RunHeader).show(state, stable)
+            self.query_one(RunHeader).show(state, stable, ascii)
             self.query_one(ClassAurocPanel).show(state, ascii)
             self.query_one(EarlyStopPanel).show(state, ascii)
             self.query_one(WarningsPanel).show(state)

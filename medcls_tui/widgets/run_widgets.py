@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import ProgressBar, Static
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import Static
 
 from ..run_state import RunState, fmt_duration, fmt_value
 
@@ -48,8 +48,20 @@ def progress_line(state: RunState, stable: bool) -> Text:
     return text
 
 
-def speed_line(state: RunState, stable: bool) -> Text:
-    text = Text()
+def progress_bar(fraction: float, width: int = 22, ascii: bool = False) -> Text:
+    """A one-line bar as text (cheaper to redraw than a ProgressBar widget with its three parts)."""
+    fraction = max(0.0, min(1.0, fraction))
+    done = int(round(fraction * width))
+    full, empty = ("#", "-") if ascii else ("━", "━")
+    text = Text(full * done, style="bold green" if fraction >= 1 else "bold magenta")
+    text.append(empty * (width - done), style="dim")
+    text.append(f" {fraction * 100:3.0f}%  ")
+    return text
+
+
+def speed_line(state: RunState, stable: bool, ascii: bool = False) -> Text:
+    done = 1.0 if state.status == "finished" else (state.global_step / state.total_steps if state.total_steps else 0.0)
+    text = progress_bar(done, ascii=ascii)
     hidden = "--"
     eta = hidden if stable else fmt_duration(state.eta_s)
     ips = hidden if stable or state.images_per_sec is None else f"{state.images_per_sec:.0f}"
@@ -65,22 +77,15 @@ def speed_line(state: RunState, stable: bool) -> Text:
 
 
 class RunHeader(Vertical):
-    """Status, epoch/step, ETA, img/s, memory and an overall progress bar."""
+    """Status, epoch/step, overall progress bar, ETA, img/s and memory: two text lines."""
 
     def compose(self) -> ComposeResult:
         yield Static(id="run-status")
-        with Horizontal(id="run-progress-row"):
-            yield ProgressBar(total=100, show_eta=False, id="run-progress")
-            yield Static(id="run-speed")
+        yield Static(id="run-speed")
 
-    def show(self, state: RunState, stable: bool = False) -> None:
+    def show(self, state: RunState, stable: bool = False, ascii: bool = False) -> None:
         update_if_changed(self.query_one("#run-status", Static), progress_line(state, stable))
-        update_if_changed(self.query_one("#run-speed", Static), speed_line(state, stable))
-        bar = self.query_one("#run-progress", ProgressBar)
-        total = state.total_steps or 100
-        done = total if state.status == "finished" else min(state.global_step, total)
-        if (bar.total, bar.progress) != (total, done):
-            bar.update(total=total, progress=done)
+        update_if_changed(self.query_one("#run-speed", Static), speed_line(state, stable, ascii))
 
 
 def early_stop_text(state: RunState, ascii: bool = False) -> Text:
