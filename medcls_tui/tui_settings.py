@@ -28,8 +28,8 @@ def _ascii_default() -> bool:
 class AppSettings:
     stable: bool = False
     """Hide values that change per run (times, img/s, dates, paths): snapshot tests set this."""
-    refresh_hz: float = field(default_factory=lambda: _env_float("MEDCLS_TUI_HZ", 4.0))
-    """Redraws per second of the live screen (2-4 keeps SSH traffic low; docs/TUI.md)."""
+    refresh_hz: float = field(default_factory=lambda: _env_float("MEDCLS_TUI_HZ", 2.0))
+    """Redraws per second of the live screen (2 keeps SSH traffic and the UI thread's CPU low; docs/TUI.md)."""
     ascii: bool = field(default_factory=_ascii_default)
     """ASCII borders and plot markers for terminals that cannot draw box/braille characters."""
     vram_gib: Optional[float] | str = "detect"

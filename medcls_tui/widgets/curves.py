@@ -11,7 +11,7 @@ from ..run_state import RunState, fmt_value
 COLORS = {"train/step": "cyan", "train/epoch": "blue", "val": "red"}
 
 
-STEP_REDRAW_S = 1.0
+STEP_REDRAW_S = 2.0
 """New steps alone redraw a chart at most this often (plot builds are the UI's main cost)."""
 
 
