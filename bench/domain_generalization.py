@@ -84,6 +84,41 @@ def run_once(method: str, held_out: int, seed: int, args, out: str) -> tuple[flo
     return float(summary["val_auroc"]), train_s[0]
 
 
+def step_cost(args, rounds: int = 5, steps: int = 10) -> dict[str, float]:
+    """Median seconds per optimizer step of each method on a fixed batch, methods interleaved per round.
+
+    Isolates the per-step cost (XDomainMix after its warm-up) from data, evaluation and machine noise.
+    """
+    from core.augment import build_strategy
+    from core.config import TrainConfig
+    from core.losses import SoftTargetCrossEntropy
+    from core.models import build_model
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, generator=g)
+    y = torch.randint(0, 4, (args.batch_size,), generator=g)
+    d = torch.randint(0, 3, (args.batch_size,), generator=g)
+    setups = {}
+    for method, extra in METHODS.items():
+        torch.manual_seed(0)
+        model = build_model(args.model, 4, "full_finetune", img_size=args.img_size)
+        cfg = TrainConfig(**{k: v for k, v in extra.items()}, xdm_warmup_steps=0)
+        setups[method] = (model, torch.optim.AdamW(model.parameters(), lr=1e-3), build_strategy(cfg, 4, 4, False))
+    crit = SoftTargetCrossEntropy(4)
+    times: dict[str, list[float]] = {m: [] for m in METHODS}
+    for r in range(rounds + 1):
+        for method, (model, opt, strategy) in setups.items():
+            for i in range(steps):
+                t0 = time.perf_counter()
+                opt.zero_grad(set_to_none=True)
+                loss, _ = strategy.training_loss(model, crit, x, y, d, 1000 + i)
+                loss.backward()
+                opt.step()
+                if r > 0:  # round 0 warms up allocators and lazy modules
+                    times[method].append(time.perf_counter() - t0)
+    return {m: statistics.median(v) for m, v in times.items()}
+
+
 def fmt(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.3f}"
@@ -102,10 +137,18 @@ def main() -> None:
     parser.add_argument("--tau_every", type=int, default=10)
     parser.add_argument("--domains", default="0,1,2,3", help="held-out scanners to run")
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, 2 held-out domains")
+    parser.add_argument("--step-cost-only", action="store_true",
+                        help="only the per-step cost of each method on a fixed batch (about a minute)")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.epochs, args.domains = 1, 2, "1,3"
     torch.set_num_threads(1)
+    if args.step_cost_only:
+        cost = step_cost(args)
+        print(f"{args.model} @ {args.img_size}px, batch {args.batch_size}: median seconds per step (after warm-up)")
+        for method, secs in cost.items():
+            print(f"  {method:<22} {secs * 1000:7.1f} ms  {secs / cost['ERM']:.2f}x ERM")
+        return
     held = [int(d) for d in args.domains.split(",")]
     train_images = args.images * 3 // 4
     if args.warmup_steps is None:

@@ -28,6 +28,7 @@ def test_runs_finish_and_notes_reach_the_user(tiny_flags, aug, multi_label):
         assert trainer.strategy.domain_head.linear.in_features == 512  # resnet18 feature channels
 
 
+@pytest.mark.slow  # ~10 s on an idle 2-core machine, a minute when it is shared
 def test_xdomainmix_pipmix_resume_is_exact(tiny_flags):
     """Domain head, its optimizer and the mix draws (global RNG) all resume exactly."""
     flags = {**tiny_flags, "epochs": 2, "augmentation": "xdomainmix+pipmix", "xdm_warmup_steps": 2,

@@ -226,3 +226,20 @@ class StubTrainer:
 def stub_factory(**options):
     return lambda resolved, on_event, control, resume_dir=None: StubTrainer(resolved, on_event, control,
                                                                             resume_dir, **options)
+
+
+async def press(pilot, *keys: str) -> None:
+    """Key presses through the driver like `pilot.press`, without its wait-for-idle.
+
+    `pilot.press` waits until the whole process is idle (up to ~1 s per wait, twice per key); with
+    the training thread busy in the same process it always waits the maximum, so tests of a live
+    run send the same Key events and give the app a short pause instead.
+    """
+    from textual import events
+
+    app = pilot.app
+    for key in keys:
+        event = events.Key(key, key if len(key) == 1 else None)
+        event.set_sender(app)
+        app._driver.send_message(event)
+        await pilot.pause(0.05)

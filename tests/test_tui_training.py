@@ -18,6 +18,7 @@ from test_tui_helpers import (
     engine_threads,
     make_app,
     picker_ready,
+    press,
     screen_text,
     scripted_events,
     stub_factory,
@@ -28,7 +29,7 @@ from test_tui_helpers import (
 
 async def start_tiny(pilot, app):
     await picker_ready(pilot)
-    await pilot.press("ctrl+t")
+    await press(pilot, "ctrl+t")
     await wait_for(pilot, lambda: isinstance(app.screen, TrainingScreen), what="training screen")
     return app.session
 
@@ -63,9 +64,9 @@ async def test_full_flow_picker_to_finished_run(tmp_path, size):
         loss_plot = app.screen.query_one("#view-loss", CurvePlot)
         assert loss_plot._drawn is not None and state.loss_series()
         # the run survives navigation: back to the picker and watch it again
-        await pilot.press("escape")
+        await press(pilot, "escape")
         await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen))
-        await pilot.press("w")
+        await press(pilot, "w")
         await wait_for(pilot, lambda: isinstance(app.screen, TrainingScreen))
         assert "FINISHED" in screen_text(app)
     assert not engine_threads()
@@ -78,14 +79,14 @@ async def test_pause_then_resume(tmp_path):
         session = await start_tiny(pilot, app)
         state = session.state
         await wait_for(pilot, lambda: state.global_step >= 1, what="first step")
-        await pilot.press("p")
+        await press(pilot, "p")
         await wait_for(pilot, lambda: state.status == "paused", what="paused")
         paused_at = state.global_step
         await pilot.pause(1.0)
         assert state.global_step == paused_at and state.status == "paused" and session.active
         assert session.buffer.pending() == 0  # the engine emits nothing while paused
         assert "PAUSED" in screen_text(app)
-        await pilot.press("p")
+        await press(pilot, "p")
         await wait_for(pilot, lambda: state.status == "running" or state.finished, what="resumed")
         await until_done(pilot, session)
         assert state.status == "finished" and state.global_step == state.total_steps == 20
@@ -93,15 +94,15 @@ async def test_pause_then_resume(tmp_path):
 
 
 async def test_stop_mid_run_saves_checkpoint_and_summary(tmp_path):
-    write_preset(tmp_path / "user_presets", synthetic_size=600)  # 2 x 34 steps: stopping wins the race
+    write_preset(tmp_path / "user_presets", synthetic_size=600, epochs=6)  # ~180 steps: stopping wins the race
     app = make_app(tmp_path / "runs", initial_preset="tiny")
     async with app.run_test(size=(80, 24)) as pilot:
         session = await start_tiny(pilot, app)
         state = session.state
         await wait_for(pilot, lambda: state.global_step >= 1, what="first step")
-        await pilot.press("c")  # checkpoint now
+        await press(pilot, "c")  # checkpoint now
         await wait_for(pilot, lambda: any(r == "save_now" for r, _, _ in state.checkpoints), what="save_now")
-        await pilot.press("s")
+        await press(pilot, "s")
         await until_done(pilot, session)
         run_dir = tmp_path / "runs" / "tiny-run"
         assert state.status == "stopped" and 1 <= state.global_step < state.total_steps
@@ -132,11 +133,11 @@ async def test_resume_unfinished_run_from_runs_screen(tmp_path):
     app = make_app(tmp_path / "runs")
     async with app.run_test(size=(80, 24)) as pilot:
         await picker_ready(pilot)
-        await pilot.press("r")
+        await press(pilot, "r")
         await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
         table = app.screen.query_one(DataTable)
         assert [str(c) for c in table.get_row_at(0)][:2] == ["cut", "stopped"]
-        await pilot.press("e")
+        await press(pilot, "e")
         await wait_for(pilot, lambda: isinstance(app.screen, TrainingScreen), what="resumed run")
         session = app.session
         await until_done(pilot, session)
@@ -145,28 +146,28 @@ async def test_resume_unfinished_run_from_runs_screen(tmp_path):
         assert session.resume_dir == run_dir
         summary = read_summary(run_dir)
         assert summary["status"] == "finished" and summary["epochs_completed"] == 2
-        await pilot.press("r")
+        await press(pilot, "r")
         await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
         assert [str(c) for c in app.screen.query_one(DataTable).get_row_at(0)][:2] == ["cut", "finished"]
     assert not engine_threads()
 
 
 async def test_quit_during_run_stops_it_and_leaves_no_thread(tmp_path):
-    write_preset(tmp_path / "user_presets", synthetic_size=600, epochs=3)  # ~100 steps: quitting wins the race
+    write_preset(tmp_path / "user_presets", synthetic_size=600, epochs=20)  # ~600 steps: quitting wins the race
     app = make_app(tmp_path / "runs", initial_preset="tiny")
     async with app.run_test(size=(80, 24)) as pilot:
         session = await start_tiny(pilot, app)
         await wait_for(pilot, lambda: session.state.global_step >= 1, what="first step")
         # n keeps training
-        await pilot.press("ctrl+q")
+        await press(pilot, "ctrl+q")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmQuitScreen))
-        await pilot.press("n")
+        await press(pilot, "n")
         await wait_for(pilot, lambda: isinstance(app.screen, TrainingScreen))
         assert session.active and app.is_running
         # y stops gracefully and exits
-        await pilot.press("ctrl+q")
+        await press(pilot, "ctrl+q")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmQuitScreen))
-        await pilot.press("y")
+        await press(pilot, "y")
         await wait_for(pilot, lambda: not app.is_running, timeout=60, what="app exit")
     assert session.control.finished.is_set()
     assert session.worker.is_finished

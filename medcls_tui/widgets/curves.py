@@ -11,7 +11,7 @@ from ..run_state import RunState, fmt_value
 COLORS = {"train/step": "cyan", "train/epoch": "blue", "val": "red"}
 
 
-STEP_REDRAW_S = 2.0
+STEP_REDRAW_S = 3.0
 """New steps alone redraw a chart at most this often (plot builds are the UI's main cost)."""
 
 
@@ -59,8 +59,13 @@ class CurvePlot(PlotextPlot):
         self.plt.title(full if len(full) <= max(0, self.size.width - 10) else short)
         return super().render()
 
+    @property
+    def max_points(self) -> int:
+        """Two points per column is all a half-block/braille line can show; more only costs build time."""
+        return max(60, min(240, 2 * (self.size.width or 80)))
+
     def _draw_loss(self, plt, state: RunState, marker: str) -> None:
-        series = state.loss_series()
+        series = state.loss_series(self.max_points)
         for label, (xs, ys) in series.items():
             if label == "train/step":
                 plt.plot(xs, ys, label=label, marker=marker, color=COLORS[label])
@@ -80,7 +85,7 @@ class CurvePlot(PlotextPlot):
             self._title(plt, f"{name} (after the first validation)", name)
 
     def _draw_lr(self, plt, state: RunState, marker: str) -> None:
-        xs, ys = state.lr_series()
+        xs, ys = state.lr_series(self.max_points)
         peak = max((y for y in ys if y > 0), default=0.0)
         if xs and peak > 0:
             exp = math.floor(math.log10(peak))
