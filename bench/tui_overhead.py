@@ -10,10 +10,10 @@ Two measurements per run, both over the same window: step-to-step intervals insi
 the engine's own `Step` records in metrics.jsonl (log_every 1), so start-up, data generation,
 model creation and the (identical) validation between epochs are excluded on both sides:
   wall    steps per wall-clock second;
-  cpu     steps per CPU-second of the whole process (all threads: training, UI, timers), sampled
-          from /proc/<pid>/stat every 20 ms. On a shared machine other jobs change the wall rate
-          from one run to the next; the CPU cost per step does not depend on them, and it includes
-          everything the TUI adds. cpu ratio = TUI steps per CPU-s / CLI steps per CPU-s.
+  cpu     steps per CPU-second of the whole process (all threads: training, UI, timers), from
+          /proc/<pid>/task/*/stat sampled every 20 ms, split into the training thread and all
+          other threads (in the TUI: the UI thread). On a shared machine other jobs move the wall
+          rate between runs; the split shows what the TUI itself costs per step.
 Ratios are TUI / CLI (target >= 0.95); the medians over the rounds are printed last.
 """
 from __future__ import annotations
@@ -58,39 +58,46 @@ def step_windows(run_dir: Path) -> list[tuple[int, float, float]]:
 
 
 def cpu_at(samples: list[tuple[float, float]], t: float) -> float:
-    """Process CPU seconds at wall time t, interpolated between /proc samples."""
+    """CPU seconds at wall time t, interpolated between /proc samples."""
     for (ta, ca), (tb, cb) in zip(samples, samples[1:]):
         if ta <= t <= tb:
             return ca + (cb - ca) * (t - ta) / max(tb - ta, 1e-9)
     raise RuntimeError("step window outside the CPU samples")
 
 
-def rates(run_dir: Path, samples: list[tuple[float, float]]) -> tuple[float, float]:
-    """(steps per wall second, steps per process CPU second) over the in-epoch step windows."""
+def rates(run_dir: Path, samples: dict[str, list[tuple[float, float]]]) -> dict[str, float]:
+    """Over the in-epoch step windows: steps per wall second, steps per process CPU second, and the
+    CPU seconds per step of the training thread and of every other thread (UI, timers, main)."""
     windows = step_windows(run_dir)
     n = sum(w[0] for w in windows)
     wall = sum(t1 - t0 for _, t0, t1 in windows)
-    cpu = sum(cpu_at(samples, t1) - cpu_at(samples, t0) for _, t0, t1 in windows)
-    return n / wall, n / cpu
+    cpu = {tid: sum(cpu_at(s, t1) - cpu_at(s, t0) for _, t0, t1 in windows)
+           for tid, s in samples.items() if len(s) > 1 and s[0][0] <= windows[0][1] and s[-1][0] >= windows[-1][2]}
+    train = max(cpu.values())
+    total = sum(cpu.values())
+    return {"wall": n / wall, "cpu": n / total, "train_cpu": train / n, "other_cpu": (total - train) / n}
 
 
 TICK = os.sysconf("SC_CLK_TCK")
-
-
 CHILD_ENV = dict(os.environ)
 
 
-def run_sampled(cmd: list[str], what: str) -> list[tuple[float, float]]:
-    """Run cmd, sampling its CPU time (utime+stime of all threads) every 20 ms."""
+def run_sampled(cmd: list[str], what: str) -> dict[str, list[tuple[float, float]]]:
+    """Run cmd, sampling the CPU time (utime+stime) of each of its threads every 20 ms."""
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=CHILD_ENV)
-    samples: list[tuple[float, float]] = []
-    stat = Path(f"/proc/{proc.pid}/stat")
+    samples: dict[str, list[tuple[float, float]]] = {}
+    tasks = Path(f"/proc/{proc.pid}/task")
     while proc.poll() is None:
+        now = time.time()
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            samples.append((time.time(), (int(fields[11]) + int(fields[12])) / TICK))
-        except (OSError, IndexError, ValueError):
+            for task in tasks.iterdir():
+                try:
+                    fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                samples.setdefault(task.name, []).append((now, (int(fields[11]) + int(fields[12])) / TICK))
+        except OSError:
             pass
         time.sleep(0.02)
     out, err = proc.communicate()
@@ -99,14 +106,14 @@ def run_sampled(cmd: list[str], what: str) -> list[tuple[float, float]]:
     return samples
 
 
-def run_cli(preset: Path, out: Path, name: str) -> tuple[float, float]:
+def run_cli(preset: Path, out: Path, name: str) -> dict[str, float]:
     """`medcls train --preset FILE` (the CLI's own code path: typer, ConsoleReporter, run_training)."""
     cmd = [sys.executable, "-m", "medcls_tui.cli", "train", "--preset", str(preset), "--output_dir", str(out),
            "--run_name", name]
     return rates(out / name, run_sampled(cmd, "medcls train"))
 
 
-def run_tui(preset: Path, out: Path, name: str) -> tuple[float, float]:
+def run_tui(preset: Path, out: Path, name: str) -> dict[str, float]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--tui-child", str(preset), str(out), name]
     return rates(out / name, run_sampled(cmd, "TUI run"))
 
@@ -177,7 +184,7 @@ def main() -> None:
               f"synthetic data, {os.cpu_count()} CPUs, torch threads {args.threads or 'default'}; "
               f"{args.rounds} interleaved rounds; load average {os.getloadavg()[0]:.1f}")
         print(f"{'round':>5} {'CLI wall':>9} {'TUI wall':>9} {'ratio':>6}   {'CLI cpu':>8} {'TUI cpu':>8} {'ratio':>6}"
-              "   (steps/s, steps per CPU-s)")
+              f"   {'train CPU-ms/step CLI/TUI':>26}   {'other threads CPU-ms/step CLI/TUI':>34}")
         rows = []
         for i in range(1, args.rounds + 1):
             # alternate the order so neither side always runs first
@@ -188,13 +195,22 @@ def main() -> None:
                 tui = run_tui(preset, out, f"tui-{i}")
                 cli = run_cli(preset, out, f"cli-{i}")
             rows.append((cli, tui))
-            print(f"{i:>5} {cli[0]:>9.2f} {tui[0]:>9.2f} {tui[0] / cli[0]:>6.3f}   {cli[1]:>8.2f} {tui[1]:>8.2f} "
-                  f"{tui[1] / cli[1]:>6.3f}", flush=True)
+            print(f"{i:>5} {cli['wall']:>9.2f} {tui['wall']:>9.2f} {tui['wall'] / cli['wall']:>6.3f}   "
+                  f"{cli['cpu']:>8.2f} {tui['cpu']:>8.2f} {tui['cpu'] / cli['cpu']:>6.3f}   "
+                  f"{1000 * cli['train_cpu']:>12.1f} / {1000 * tui['train_cpu']:<11.1f}   "
+                  f"{1000 * cli['other_cpu']:>16.2f} / {1000 * tui['other_cpu']:<15.2f}", flush=True)
         med = statistics.median
-        print(f"median  wall: CLI {med(c[0] for c, _ in rows):.2f} steps/s, TUI {med(t[0] for _, t in rows):.2f} "
-              f"steps/s, ratio {med(t[0] / c[0] for c, t in rows):.3f}")
-        print(f"median  cpu:  CLI {med(c[1] for c, _ in rows):.2f} steps/CPU-s, TUI {med(t[1] for _, t in rows):.2f} "
-              f"steps/CPU-s, ratio {med(t[1] / c[1] for c, t in rows):.3f}   (target >= 0.95)")
+
+        def m(side: int, key: str) -> float:
+            return med(r[side][key] for r in rows)
+
+        print(f"median  wall: CLI {m(0, 'wall'):.2f} steps/s, TUI {m(1, 'wall'):.2f} steps/s, "
+              f"ratio {med(t['wall'] / c['wall'] for c, t in rows):.3f}   (target >= 0.95)")
+        print(f"median  cpu:  CLI {m(0, 'cpu'):.2f} steps/CPU-s, TUI {m(1, 'cpu'):.2f} steps/CPU-s, "
+              f"ratio {med(t['cpu'] / c['cpu'] for c, t in rows):.3f}")
+        print(f"median  CPU-ms per step: training thread CLI {1000 * m(0, 'train_cpu'):.1f} / TUI "
+              f"{1000 * m(1, 'train_cpu'):.1f}; all other threads CLI {1000 * m(0, 'other_cpu'):.2f} / TUI "
+              f"{1000 * m(1, 'other_cpu'):.2f} (the TUI's UI thread)")
         print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
