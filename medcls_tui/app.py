@@ -17,6 +17,7 @@ from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
 from .event_buffer import EventBuffer
+from .gil import training_switch_interval
 from .run_state import RunState, fmt_value
 from .tui_settings import AppSettings
 
@@ -142,7 +143,8 @@ class MedclsApp(App):
             from core.engine import Trainer as factory  # noqa: N813
         trainer = factory(session.resolved, on_event=session.buffer, control=session.control,
                           resume_dir=session.resume_dir)
-        return trainer.fit()
+        with training_switch_interval():
+            return trainer.fit()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         session = self.session

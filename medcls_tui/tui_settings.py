@@ -28,8 +28,9 @@ def _ascii_default() -> bool:
 class AppSettings:
     stable: bool = False
     """Hide values that change per run (times, img/s, dates, paths): snapshot tests set this."""
-    refresh_hz: float = field(default_factory=lambda: _env_float("MEDCLS_TUI_HZ", 2.0))
-    """Redraws per second of the live screen (2 keeps SSH traffic and the UI thread's CPU low; docs/TUI.md)."""
+    refresh_hz: float = field(default_factory=lambda: _env_float("MEDCLS_TUI_HZ", 1.0))
+    """Redraws per second of the live screen. 1/s keeps SSH traffic low and the training thread within
+    a few percent of headless speed on a 2-core box (bench/RESULTS.md, TUI overhead); range 0.5-30."""
     ascii: bool = field(default_factory=_ascii_default)
     """ASCII borders and plot markers for terminals that cannot draw box/braille characters."""
     vram_gib: Optional[float] | str = "detect"

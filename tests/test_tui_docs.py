@@ -29,7 +29,7 @@ picker shows settings and tips side by side and the live screen shows all charts
 
 Over SSH and in tmux: use a UTF-8 locale and a 256-colour `TERM` (`tmux-256color` or
 `screen-256color`); true colour and the mouse are not needed. `MEDCLS_TUI_HZ` sets the live
-screen's refresh rate (default 2/s, which keeps redraw traffic and CPU low), `MEDCLS_ASCII=1` draws
+screen's refresh rate (default 1/s, which keeps redraw traffic and CPU low), `MEDCLS_ASCII=1` draws
 ASCII borders and plot markers for terminals without box/braille glyphs. For multi-hour jobs,
 run `medcls train ...` inside tmux (the run keeps going if the connection drops) and open it
 from the Runs screen: a run without `summary.json` is followed live from its `metrics.jsonl`.

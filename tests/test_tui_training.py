@@ -21,6 +21,7 @@ from test_tui_helpers import (
     press,
     screen_text,
     scripted_events,
+    StubTrainer,
     stub_factory,
     wait_for,
     write_preset,
@@ -295,3 +296,27 @@ async def test_run_detail_reads_a_real_run(tmp_path):
         assert state.status == "finished" and len(state.epoch_log) == 2
         assert len(read_metrics(tmp_path / "runs" / "real")) > 0 and len(state.step_x) == 4
         assert "FINISHED" in screen_text(app)
+
+
+async def test_run_shortens_the_switch_interval_and_restores_it(tmp_path):
+    """The training thread gets the GIL back sooner while a run is live (medcls_tui/gil.py); the
+    interpreter's setting is back to what it was once the run ends."""
+    import sys
+
+    seen = []
+
+    def factory(resolved, on_event, control, resume_dir=None):
+        trainer = StubTrainer(resolved, on_event, control, resume_dir, steps=5)
+        fit = trainer.fit
+        trainer.fit = lambda: (seen.append(sys.getswitchinterval()), fit())[1]
+        return trainer
+
+    before = sys.getswitchinterval()
+    app = make_app(tmp_path / "runs", trainer_factory=factory)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await picker_ready(pilot)
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: app.session is not None and app.session.control.finished.is_set(), timeout=10)
+        await until_done(pilot, app.session)
+    assert seen and seen[0] < before
+    assert sys.getswitchinterval() == before
