@@ -14,6 +14,7 @@ from typing import Optional
 
 from . import tips
 from .gpu_memory import GpuInfo, HardwareInfo, read_hardware, training_gpu
+from .hardware import nominal_gib
 
 REFERENCE_IMG = 224
 """The spec's batch table is for the seed models at their native 224 px."""
@@ -25,7 +26,6 @@ LINEAR_PROBE_FACTOR = 4.0
 """Estimate: a frozen backbone keeps no activations for backward, about 4x the images per step."""
 OTHER_PROCESS_NOISE_GIB = 0.5
 """Below this, 'used by others' is driver reservation noise, not another job."""
-CARD_SIZES_GB = (4, 6, 8, 10, 11, 12, 16, 20, 24, 32, 40, 48, 64, 80, 94, 96, 128, 141, 180, 192)
 PARAMS_M = {"swin_base": 86.7, "vit_base_patch16": 85.8, "resnet50": 23.5, "vit_small_patch16": 21.7,
             "convnext": 27.8, "deit": 21.7, "efficientnet_b0": 4.0, "mobilenetv3_small": 1.5}
 """Backbone parameters (millions, timm, no classifier) of the seed models, for the model advice."""
@@ -44,14 +44,6 @@ class Advice:
     reasons: list[str] = field(default_factory=list)
     model_advice: list[str] = field(default_factory=list)
     """Filled when the per-step batch is far below the tips' range (item 4 of the issue)."""
-
-
-def nominal_gib(total_gib: float) -> float:
-    """Marketed card size for a reported total (a '16 GB' T4 reports 15.0 GiB, a '24 GB' L4 22.5)."""
-    for size in CARD_SIZES_GB:
-        if 0.9 * size <= total_gib <= size + 0.05:
-            return float(size)
-    return total_gib
 
 
 def planning_gib(gpu: GpuInfo) -> tuple[float, list[str]]:

@@ -85,16 +85,19 @@ class _HeadOnly(nn.Module):
 class Trainer:
     def __init__(self, config: ResolvedConfig | TrainConfig, on_event: Optional[Callable[[Event], None]] = None,
                  control: Optional[Control] = None, resume_dir: Optional[str | Path] = None,
-                 fault_hook: Optional[FaultHook] = None):
+                 fault_hook: Optional[FaultHook] = None, eval_fault_hook: Optional[FaultHook] = None):
         self.resolved = config if isinstance(config, ResolvedConfig) else ResolvedConfig(config=config)
         self.cfg: TrainConfig = self.resolved.config
         self.on_event = on_event or (lambda e: None)
         self.control = control or Control()
         self.resume_dir = Path(resume_dir) if resume_dir else None
         self.fault_hook = fault_hook
+        self.eval_fault_hook = eval_fault_hook
         self.run_dir: Optional[Path] = None
         self.pos = Position()
         self.micro_splits = 1
+        self.eval_splits = 1
+        """Forward-only batches (evaluation, feature caching) are split this many ways after an OOM."""
         self.last_metrics: dict = {}
         self.status = "running"
 
@@ -164,15 +167,16 @@ class Trainer:
 
         self.transform = build_train_transform(cfg.augmentation, cfg.img_size)
         self.batch_size = int(cfg.batch_size) if cfg.batch_size not in (None, "auto") else 32
+        self.grad_accum = int(cfg.grad_accum_steps)
         if cfg.batch_size == "auto":
-            self.batch_size = self._auto_batch_size()
+            self._apply_probe()
         self.train_ds = TableDataset(self.bundle.train, self.transform, cfg.seed)
         self.val_ds = TableDataset(self.bundle.val, None, cfg.seed)
         self.num_workers = cfg.num_workers if cfg.num_workers is not None else self._default_workers()
         self.cache_features = (cfg.mode == "linear_probe" and self.transform is None
                                and type(self.strategy) is BatchStrategy)
         n_batches = len(epoch_batches(len(self.train_ds), self.batch_size, cfg.seed, 0, True, self._drop_last()))
-        steps = math.ceil(n_batches / cfg.grad_accum_steps)
+        steps = math.ceil(n_batches / self.grad_accum)
         if cfg.max_steps_per_epoch:
             steps = min(steps, cfg.max_steps_per_epoch)
         self.steps_per_epoch = max(1, steps)
@@ -197,17 +201,20 @@ class Trainer:
         # BatchNorm cannot train on a batch of one; drop a ragged last batch when the split is large enough.
         return len(self.bundle.train) > self.batch_size
 
-    def _auto_batch_size(self) -> int:
-        try:
-            from .advisor import probe_batch_size  # measured probe (advisor issue)
-        except ImportError:
-            from .tips import batch_tip
-            from .hardware import gpu_total_memory_gib
+    def _apply_probe(self) -> None:
+        """--batch_size auto: the measured probe's batch, and its accumulation (to reach the tips'
+        effective batch) unless the user chose --grad_accum_steps."""
+        from .advisor import probe_batch_size
 
-            tip = batch_tip(gpu_total_memory_gib(self.cfg.device), self.cfg.mode, self.timm_name, self.cfg.dataset)
-            self.warn("config", f"batch_size auto: measured probe unavailable, using the table tip {tip.value}")
-            return int(tip.value)
-        return int(probe_batch_size(self.cfg, model=self.model, device=self.device).recommended_batch)
+        result = probe_batch_size(self.cfg, model=self.model, device=self.device)
+        self.batch_size = int(result.recommended_batch)
+        if self.resolved.sources.get("grad_accum_steps", "default") == "default":
+            self.grad_accum = max(1, int(result.grad_accum_steps))
+        # the run folder's config.yaml records what ran, so --retrain resumes with the same batches
+        self.cfg = self.cfg.model_copy(update={"batch_size": self.batch_size, "grad_accum_steps": self.grad_accum})
+        self.resolved.config = self.cfg
+        self.warn("config", f"batch_size auto: measured batch {self.batch_size} x {self.grad_accum} accumulation "
+                            f"(max safe {result.max_safe_batch})")
 
     # ------------------------------------------------------------------ run folder
     def _open_run_dir(self) -> None:
@@ -286,25 +293,25 @@ class Trainer:
             except Exception as err:  # noqa: BLE001 - only OOM is handled, everything else re-raised
                 if not is_oom(err):
                     raise
-                self.optimizer.zero_grad(set_to_none=True)
-                if self.scaler.is_enabled():  # an OOM inside scaler.step leaves it marked "unscaled"
-                    state = self.scaler.state_dict()
-                    self.scaler = torch.amp.GradScaler(self.device.type)
-                    self.scaler.load_state_dict(state)
                 largest = max(int(b[1].shape[0]) for b in micro_batches)
                 chunk = math.ceil(largest / self.micro_splits)
                 if chunk <= 1:
                     raise RuntimeError(
                         "CUDA out of memory even at micro-batch 1. Try --grad_checkpointing, a lower --img_size, "
                         "--mode linear_probe or a smaller model (see `medcls advise`)") from err
-                self.micro_splits *= 2
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                new_chunk = math.ceil(largest / self.micro_splits)
-                self.warn("oom", f"out of memory at micro-batch {chunk}: retrying with micro-batch {new_chunk} "
-                                 f"x {self.micro_splits * self.cfg.grad_accum_steps} accumulation "
-                                 f"(same effective batch {self.batch_size * self.cfg.grad_accum_steps})",
-                          epoch=self.pos.epoch + 1)
+            # outside the except block, so the failed step's frames no longer hold its activations
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler.is_enabled():  # an OOM inside scaler.step leaves it marked "unscaled"
+                state = self.scaler.state_dict()
+                self.scaler = torch.amp.GradScaler(self.device.type)
+                self.scaler.load_state_dict(state)
+            self.micro_splits *= 2
+            self._release_cached_memory()
+            new_chunk = math.ceil(largest / self.micro_splits)
+            self.warn("oom", f"out of memory at micro-batch {chunk}: retrying with micro-batch {new_chunk} "
+                             f"x {self.micro_splits * self.grad_accum} accumulation "
+                             f"(same effective batch {self.batch_size * self.grad_accum})",
+                      epoch=self.pos.epoch + 1)
 
     def _accumulate(self, micro_batches, model_fn, n_total) -> tuple[float, float, int]:
         self.optimizer.zero_grad(set_to_none=True)
@@ -333,6 +340,37 @@ class Trainer:
         self.scaler.update()
         return loss_sum, correct, seen
 
+    def _forward_split_on_oom(self, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """A forward-only pass (evaluation, feature caching) that survives an out-of-memory error:
+        the batch is split in more pieces, a warning logged, and the run goes on. The split is kept
+        for the rest of the run, as the training micro-batch is."""
+        while True:
+            try:
+                outputs = []
+                for piece in x.tensor_split(min(self.eval_splits, max(1, x.shape[0]))):
+                    if self.eval_fault_hook is not None:
+                        self.eval_fault_hook(self.pos.global_step, int(piece.shape[0]))
+                    with self._autocast():
+                        outputs.append(forward(piece))
+                return torch.cat(outputs)
+            except Exception as err:  # noqa: BLE001 - only OOM is handled, everything else re-raised
+                if not is_oom(err):
+                    raise
+                piece = math.ceil(x.shape[0] / self.eval_splits)
+                if piece <= 1:
+                    raise RuntimeError("CUDA out of memory in a forward pass (evaluation) even at batch 1. Try a "
+                                       "lower --img_size or a smaller model (see `medcls advise`)") from err
+            outputs = []  # outside the except block: the failed pass's frames and outputs are released
+            self._release_cached_memory()
+            self.eval_splits *= 2
+            self.warn("oom", f"out of memory evaluating batches of {piece}: evaluating in batches of "
+                             f"{math.ceil(x.shape[0] / self.eval_splits)} (training is unchanged)",
+                      epoch=self.pos.epoch + 1)
+
+    def _release_cached_memory(self) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
     @torch.no_grad()
     def evaluate(self, dataset: TableDataset, cached: Optional[tuple] = None) -> dict:
         self.model.eval()
@@ -344,9 +382,9 @@ class Trainer:
         else:
             idx = epoch_batches(len(dataset), self.batch_size, 0, 0, shuffle=False, drop_last=False)
             batches = ((x, y) for x, y, _ in make_loader(dataset, idx, self.num_workers, self.device.type == "cuda"))
+        forward = self.model.head if cached is not None else (lambda images: self.model(self.normalize(images)))
         for x, y in batches:
-            with self._autocast():
-                logits = self.model.head(x) if cached is not None else self.model(self.normalize(x))
+            logits = self._forward_split_on_oom(forward, x)
             y = y.to(self.device)
             loss = self.criterion(logits.float(), y)
             loss_sum += float(loss) * y.shape[0]
@@ -366,9 +404,9 @@ class Trainer:
         idx = epoch_batches(len(dataset), max(self.batch_size, 64), 0, 0, shuffle=False, drop_last=False)
         feats, targets, domains = [], [], []
         done = 0
+        backbone = lambda images: self.model.pool(self.model.features(self.normalize(images)))  # noqa: E731
         for x, y, d in make_loader(dataset, idx, self.num_workers, self.device.type == "cuda"):
-            with self._autocast():
-                vec = self.model.pool(self.model.features(self.normalize(x)))
+            vec = self._forward_split_on_oom(backbone, x)
             feats.append(vec.float())
             targets.append(y.to(self.device))
             domains.append(d)
@@ -442,8 +480,8 @@ class Trainer:
             epoch = self.pos.epoch
             self.train_ds.epoch = epoch
             batches = epoch_batches(len(self.train_ds), self.batch_size, cfg.seed, epoch, True, self._drop_last())
-            batches = batches[: self.steps_per_epoch * cfg.grad_accum_steps]
-            skip = self.pos.step_in_epoch * cfg.grad_accum_steps
+            batches = batches[: self.steps_per_epoch * self.grad_accum]
+            skip = self.pos.step_in_epoch * self.grad_accum
             remaining = batches[skip:]
             if cached_train is not None:
                 f, t, d = cached_train
@@ -453,7 +491,7 @@ class Trainer:
             group: list = []
             for batch in source:
                 group.append(batch)
-                if len(group) < cfg.grad_accum_steps and self.pos.step_in_epoch * cfg.grad_accum_steps + len(group) < len(batches):
+                if len(group) < self.grad_accum and self.pos.step_in_epoch * self.grad_accum + len(group) < len(batches):
                     continue
                 lr = apply_lr(self.optimizer, cfg.lr, lr_factor(self.pos.global_step, self.total_steps,
                                                                 self.warmup_steps, cfg.min_lr_ratio))
@@ -562,7 +600,7 @@ class Trainer:
             "train_loss": m.get("train_loss"),
             "batch_size": getattr(self, "batch_size", None),
             "micro_batch": (math.ceil(self.batch_size / self.micro_splits) if hasattr(self, "batch_size") else None),
-            "effective_batch": (self.batch_size * self.cfg.grad_accum_steps if hasattr(self, "batch_size") else None),
+            "effective_batch": (self.batch_size * self.grad_accum if hasattr(self, "batch_size") else None),
             "skipped_images": len(self.bundle.skipped) if hasattr(self, "bundle") else 0,
             "elapsed_s": round(elapsed, 2),
             "stop_reason": self.early.reason if hasattr(self, "early") else "",

@@ -19,8 +19,21 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+CARD_SIZES_GB = (4, 6, 8, 10, 11, 12, 16, 20, 24, 32, 40, 48, 64, 80, 94, 96, 128, 141, 180, 192)
+"""Marketed GPU memory sizes: the spec's batch table is written in these."""
+
+
+def nominal_gib(total_gib: float) -> float:
+    """Marketed card size for a reported total (a '16 GB' T4 reports 15.0 GiB, a '24 GB' L4 22.5)."""
+    for size in CARD_SIZES_GB:
+        if 0.9 * size <= total_gib <= size + 0.05:
+            return float(size)
+    return total_gib
+
+
 def gpu_total_memory_gib(device: str = "auto") -> Optional[float]:
-    """Total memory of the training GPU in GiB, or None without a GPU (tips then use CPU values)."""
+    """Total memory of the training GPU in GiB, or None without a GPU (tips then use CPU values).
+    Reported totals are a little under the card's size; use nominal_gib() to look up the tips."""
     if device == "cpu" or not torch.cuda.is_available():
         return None
     index = int(device.split(":")[1]) if device.startswith("cuda:") else 0

@@ -144,9 +144,10 @@ def resolve_config(
 def _vram(vram_gib: Optional[float] | str, device: str) -> Optional[float]:
     if vram_gib != "detect":
         return vram_gib  # type: ignore[return-value]
-    from .hardware import gpu_total_memory_gib
+    from .hardware import gpu_total_memory_gib, nominal_gib
 
-    return gpu_total_memory_gib(device)
+    total = gpu_total_memory_gib(device)
+    return None if total is None else nominal_gib(total)  # same card class as the advisor's
 
 
 def _batch_tip(gib, mode, timm_name, dataset, ds) -> tips.Tip:

@@ -10,6 +10,7 @@ import types
 import pytest
 import torch
 import typer
+import yaml
 from typer.testing import CliRunner
 
 from core import advisor, batch_probe, gpu_memory, probe_bench
@@ -481,7 +482,28 @@ def test_batch_size_auto_trains_at_the_probed_batch_without_side_effects(tiny_fl
     (model, result), = calls
     assert model is auto.model and summary["status"] == "finished"
     assert summary["batch_size"] == auto.batch_size == result.recommended_batch
-    manual = Trainer(resolve_config({**flags, "batch_size": result.recommended_batch}, vram_gib=None))
+    assert summary["effective_batch"] == result.recommended_batch * result.grad_accum_steps
+    # the run folder records the measured numbers, so --retrain resumes with the same batches
+    saved = yaml.safe_load((auto.run_dir / "config.yaml").read_text())
+    assert (saved["batch_size"], saved["grad_accum_steps"]) == (result.recommended_batch, result.grad_accum_steps)
+    manual = Trainer(resolve_config({**flags, "batch_size": result.recommended_batch,
+                                     "grad_accum_steps": result.grad_accum_steps}, vram_gib=None))
     manual.fit()
     a, b = auto.model.state_dict(), manual.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # weights, BN statistics and RNG were restored
+
+
+def test_batch_size_auto_keeps_the_users_accumulation(tiny_flags, monkeypatch):
+    from core.engine import Trainer
+    from core.resolve import resolve_config
+
+    measured = ProbeResult(max_safe_batch=12, recommended_batch=8, grad_accum_steps=4, eval_batch_ok=True,
+                           images_per_sec=None, peak_mem_gib=None, reasons=[], timed_out=False, model_advice=[])
+    monkeypatch.setattr(advisor, "probe_batch_size", lambda *a, **k: measured)
+    flags = {**tiny_flags, "model": TINY_MODEL, "epochs": 1, "batch_size": "auto"}
+    default_accum = Trainer(resolve_config(flags, vram_gib=None))
+    default_accum._setup()
+    assert (default_accum.batch_size, default_accum.grad_accum) == (8, 4)
+    chosen = Trainer(resolve_config({**flags, "grad_accum_steps": 1}, vram_gib=None))
+    chosen._setup()
+    assert (chosen.batch_size, chosen.grad_accum) == (8, 1)

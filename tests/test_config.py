@@ -112,3 +112,15 @@ def test_print_table_shows_source_and_reason():
 def test_trainconfig_rejects_unknown_fields():
     with pytest.raises(Exception):
         TrainConfig(nonsense=1)
+
+
+@pytest.mark.parametrize("reported_gib, card_gib", [(15.0, 16), (22.5, 24), (7.6, 8)])
+def test_detected_gpu_is_read_as_its_card_class(monkeypatch, reported_gib, card_gib):
+    """A '16 GB' T4 reports 15.0 GiB: the tips must use the 16 GB row, as the advisor does."""
+    import core.hardware as hardware
+
+    monkeypatch.setattr(hardware, "gpu_total_memory_gib", lambda device="auto": reported_gib)
+    flags = {"dataset": "folder", "data_dir": "/x", "model": "vit_small_patch16", "mode": "full_finetune"}
+    detected = resolve_config(flags, vram_gib="detect")
+    assert detected.config.batch_size == resolve_config(flags, vram_gib=card_gib).config.batch_size
+    assert f"GPU memory {card_gib}GB" in detected.reasons["batch_size"]

@@ -145,3 +145,44 @@ def test_oom_in_optimizer_step_with_fp16_scaler_keeps_the_update(tiny_flags, mon
 
     clean, recovered = run(fail_at_step=0), run(fail_at_step=2)
     assert all(torch.allclose(clean[k], recovered[k], atol=1e-4) for k in clean)
+
+
+# ------------------------------------------------------------------ forward-only passes
+def evaluate_with(flags, eval_hook):
+    events = []
+    trainer = Trainer(resolve_config(flags, vram_gib=None), on_event=events.append, eval_fault_hook=eval_hook)
+    return trainer, trainer.fit(), events
+
+
+def test_oom_in_evaluation_splits_the_eval_batch_and_gives_the_same_metrics(tiny_flags):
+    flags = {**tiny_flags, **FAST_MODEL, "epochs": 1}
+    _, clean, _ = evaluate_with(flags, None)
+    hook = InjectOOM(at_step=0, fits=4)
+    trainer, summary, events = evaluate_with({**flags, "run_name": "evaluated_in_pieces"}, hook)
+    assert summary["status"] == "finished", summary.get("error")
+    assert trainer.eval_splits == 4 and trainer.micro_splits == 1  # training batches untouched
+    assert max(max(sizes) for sizes in hook.seen.values()) <= 4
+    first_val_batch = min(16, len(trainer.val_ds))
+    assert [w.message.split(" (")[0] for w in oom_warnings(events)] == [
+        f"out of memory evaluating batches of {first_val_batch}: evaluating in batches of {-(-first_val_batch // 2)}",
+        f"out of memory evaluating batches of {-(-first_val_batch // 2)}: evaluating in batches of "
+        f"{-(-first_val_batch // 4)}"]
+    assert summary["val_loss"] == pytest.approx(clean["val_loss"], rel=1e-5)
+    assert summary["val_auroc"] == pytest.approx(clean["val_auroc"], rel=1e-6)
+
+
+def test_oom_while_caching_linear_probe_features_is_recovered(tiny_flags):
+    flags = {**tiny_flags, **FAST_MODEL, "epochs": 1, "mode": "linear_probe", "augmentation": "none"}
+    hook = InjectOOM(at_step=0, fits=8)
+    trainer, summary, events = evaluate_with(flags, hook)
+    assert trainer.cache_features
+    assert summary["status"] == "finished", summary.get("error")
+    assert hook.raised >= 1 and oom_warnings(events)
+    assert max(max(sizes) for sizes in hook.seen.values()) <= 8
+
+
+def test_oom_in_evaluation_at_batch_one_fails_with_a_clear_message(tiny_flags):
+    hook = InjectOOM(at_step=0, fits=0)
+    _, summary, _ = evaluate_with({**tiny_flags, **FAST_MODEL, "epochs": 1}, hook)
+    assert summary["status"] == "failed"
+    assert "out of memory in a forward pass (evaluation) even at batch 1" in summary["error"]
