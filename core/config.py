@@ -182,7 +182,8 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _ranges(self) -> "TrainConfig":
-        positive_ints = ("epochs", "grad_accum_steps", "synthetic_size", "log_every", "pipmix_patch")
+        positive_ints = ("epochs", "grad_accum_steps", "synthetic_size", "log_every", "pipmix_patch",
+                         "xdm_tau_step_every")
         for key in positive_ints:
             val = getattr(self, key)
             if val is not None and val < 1:
@@ -191,19 +192,22 @@ class TrainConfig(BaseModel):
             raise ValueError(f"batch_size: must be >= 1 or 'auto' (got {self.batch_size})")
         if self.img_size is not None and self.img_size < 16:
             raise ValueError(f"img_size: must be >= 16 (got {self.img_size})")
-        for key in ("lr",):
+        for key in ("lr", "xdm_domain_lr"):
             val = getattr(self, key)
             if val is not None and not val > 0:
                 raise ValueError(f"{key}: must be > 0 (got {val})")
-        for key in ("weight_decay", "warmup_epochs", "mixup_alpha", "min_delta"):
+        for key in ("weight_decay", "warmup_epochs", "mixup_alpha", "min_delta", "xdm_warmup_steps",
+                    "focal_gamma", "asl_gamma_neg", "asl_gamma_pos"):
             val = getattr(self, key)
             if val is not None and val < 0:
                 raise ValueError(f"{key}: must be >= 0 (got {val})")
         for key in ("label_smoothing", "mixup_prob", "min_lr_ratio", "xdm_discard_prob",
-                    "drop_path_rate", "val_fraction"):
+                    "drop_path_rate", "val_fraction", "asl_clip"):
             val = getattr(self, key)
             if val is not None and not 0.0 <= val <= 1.0:
                 raise ValueError(f"{key}: must be between 0 and 1 (got {val})")
+        if not (0.0 <= self.focal_alpha <= 1.0 or self.focal_alpha == -1):
+            raise ValueError(f"focal_alpha: must be between 0 and 1, or -1 for no class balancing (got {self.focal_alpha})")
         if self.label_smoothing >= 1.0:
             raise ValueError("label_smoothing: must be < 1")
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:

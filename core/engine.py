@@ -100,6 +100,8 @@ class Trainer:
         """Forward-only batches (evaluation, feature caching) are split this many ways after an OOM."""
         self.last_metrics: dict = {}
         self.status = "running"
+        self.setup_warnings: list[str] = []
+        """Found while setting up, before the run folder exists; logged with the config warnings."""
 
     # ------------------------------------------------------------------ events
     def emit(self, event: Event) -> None:
@@ -138,7 +140,7 @@ class Trainer:
                                  drop_path_rate=cfg.drop_path_rate or 0.0, pretrained_path=cfg.pretrained_path,
                                  grad_checkpointing=cfg.grad_checkpointing)
         if cfg.grad_checkpointing and not supports_grad_checkpointing(self.model):
-            self.warn("config", f"{self.timm_name} does not support gradient checkpointing; running without it")
+            self.setup_warnings.append(f"{self.timm_name} does not support gradient checkpointing; running without it")
         use_cuda = self.device.type == "cuda"
         self.channels_last = (cfg.channels_last if cfg.channels_last is not None
                               else (use_cuda and self.family in ("cnn", "convnext")))
@@ -181,6 +183,11 @@ class Trainer:
             steps = min(steps, cfg.max_steps_per_epoch)
         self.steps_per_epoch = max(1, steps)
         self.total_steps = self.steps_per_epoch * cfg.epochs
+        if "xdomainmix" in (cfg.augmentation or "").split("+") and cfg.xdm_warmup_steps >= self.total_steps:
+            self.setup_warnings.append(
+                f"xdomainmix: the ERM warm-up ({cfg.xdm_warmup_steps} steps) is as long as the whole run "
+                f"({self.total_steps} steps), so no feature is ever mixed; set xdm_warmup_steps below "
+                f"{self.total_steps} (e.g. {max(1, self.total_steps // 5)})")
         self.warmup_steps = int(round((cfg.warmup_epochs or 0.0) * self.steps_per_epoch))
         self.early = EarlyStopping(monitor=cfg.monitor or "val_auroc", mode=cfg.monitor_mode or "max",
                                    patience=cfg.early_stopping or 0, min_delta=cfg.min_delta,
@@ -213,8 +220,8 @@ class Trainer:
         # the run folder's config.yaml records what ran, so --retrain resumes with the same batches
         self.cfg = self.cfg.model_copy(update={"batch_size": self.batch_size, "grad_accum_steps": self.grad_accum})
         self.resolved.config = self.cfg
-        self.warn("config", f"batch_size auto: measured batch {self.batch_size} x {self.grad_accum} accumulation "
-                            f"(max safe {result.max_safe_batch})")
+        self.setup_warnings.append(f"batch_size auto: measured batch {self.batch_size} x {self.grad_accum} "
+                                   f"accumulation (max safe {result.max_safe_batch})")
 
     # ------------------------------------------------------------------ run folder
     def _open_run_dir(self) -> None:
@@ -431,7 +438,7 @@ class Trainer:
                 resumed = True
             self._write_skipped()
             notes = list(self.resolved.notes) + list(self.bundle.notes) + list(getattr(self.strategy, "notes", []))
-            for w in self.resolved.warnings:
+            for w in [*self.resolved.warnings, *self.setup_warnings]:
                 self.warn("config", w)
             if self.cfg.pretrained_path is None:
                 notes.append("random init: no --pretrained_path given (weights are never downloaded)")

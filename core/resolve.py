@@ -195,6 +195,9 @@ def _check_resolved(cfg: TrainConfig, multi_label: bool, warnings: list[str]) ->
         raise ConfigError("monitor: val_acc is single-label only; use val_auroc or val_loss for multi-label")
     if cfg.loss == "ce" and multi_label:
         raise ConfigError("loss: ce is single-label; multi-label allows bce, focal or asl")
+    if cfg.class_weights and cfg.loss != "ce":
+        raise ConfigError(f"class_weights: applies to loss ce only (loss is {cfg.loss}: bce already weights each "
+                          "class's positives by pos_weight; focal and asl balance with focal_alpha / asl_gamma_*)")
     if cfg.augmentation in ("none",) and cfg.mixup_alpha > 0:
         warnings.append("mixup_alpha > 0 with augmentation none: plain input mixup is still applied")
 

@@ -7,7 +7,7 @@ import yaml
 
 from core.checkpoint import load_checkpoint
 from core.engine import Trainer
-from core.events import Control, RunStarted, StepDone
+from core.events import Control, RunStarted, StepDone, TrainingWarning
 from core.resolve import resolve_config
 
 
@@ -26,6 +26,18 @@ def test_runs_finish_and_notes_reach_the_user(tiny_flags, aug, multi_label):
     if aug == "xdomainmix":
         assert any("XDomainMix: ERM warm-up for 1 steps" in n for n in notes)
         assert trainer.strategy.domain_head.linear.in_features == 512  # resnet18 feature channels
+    assert not [e for e in events if isinstance(e, TrainingWarning) and "warm-up" in e.message]
+
+
+def test_xdomainmix_warm_up_longer_than_the_run_is_reported(tiny_flags):
+    """The default 3000-step warm-up on a short run would silently train plain ERM."""
+    flags = {**tiny_flags, "epochs": 1, "augmentation": "xdomainmix", "model": "test_resnet"}
+    trainer, summary, events = run(flags)
+    (warning,) = [e for e in events if isinstance(e, TrainingWarning) and "warm-up" in e.message]
+    assert f"ERM warm-up (3000 steps) is as long as the whole run ({trainer.total_steps} steps)" in warning.message
+    assert warning.kind == "config" and "set xdm_warmup_steps below" in warning.message
+    logged = (trainer.run_dir / "metrics.jsonl").read_text()
+    assert "no feature is ever mixed" in logged  # in the run's log, not only on screen
 
 
 @pytest.mark.slow  # ~10 s on an idle 2-core machine, a minute when it is shared

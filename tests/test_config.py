@@ -75,6 +75,14 @@ def test_seed_yaml_shape_applies_only_to_its_mode(tmp_path):
     ({"device": "tpu"}, "device: must be auto, cpu, cuda or cuda:N"),
     ({"run_name": None, "batch_size": 0}, "batch_size: must be >= 1"),
     ({"pretrained_path": "/nonexistent/w.pth"}, "pretrained_path: file not found"),
+    ({"xdm_tau_step_every": 0}, "xdm_tau_step_every: must be >= 1"),
+    ({"xdm_warmup_steps": -5}, "xdm_warmup_steps: must be >= 0"),
+    ({"xdm_domain_lr": 0}, "xdm_domain_lr: must be > 0"),
+    ({"focal_gamma": -1}, "focal_gamma: must be >= 0"),
+    ({"asl_clip": 1.5}, "asl_clip: must be between 0 and 1"),
+    ({"focal_alpha": 2}, "focal_alpha: must be between 0 and 1, or -1"),
+    ({"loss": "focal", "class_weights": True}, "class_weights: applies to loss ce only (loss is focal"),
+    ({"dataset": "nih", "data_dir": "/x", "class_weights": True}, "class_weights: applies to loss ce only (loss is bce"),
 ])
 def test_bad_values_fail_with_one_line_naming_the_key(flags, needle):
     with pytest.raises(ConfigError) as err:
