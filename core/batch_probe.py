@@ -115,14 +115,22 @@ def min_batch(model: torch.nn.Module) -> int:
 def _search(bench, meter, clock: _Clock, max_batch: int, grow_cap: Optional[int]):
     """Double from the smallest trainable batch until one does not fit (or the cap), then bisect to ~6%."""
     trials: list[Trial] = []
+
+    def attempt(batch: int) -> Optional[Trial]:
+        """One measured trial, or None when the time budget cannot afford it."""
+        if not clock.affords(batch):
+            return None
+        trial = run_trial(bench, meter, batch)
+        trials.append(trial)
+        clock.seen(trial)
+        return trial
+
     good, bad, timed_out, b = 0, None, False, min(max_batch, min_batch(bench.model))
     while True:
-        if not clock.affords(b):
+        t = attempt(b)
+        if t is None:
             timed_out = True
             break
-        t = run_trial(bench, meter, b)
-        trials.append(t)
-        clock.seen(t)
         if not t.fits:
             bad = b
             break
@@ -132,12 +140,10 @@ def _search(bench, meter, clock: _Clock, max_batch: int, grow_cap: Optional[int]
         b = min(2 * b, max_batch)
     while bad is not None and not timed_out and bad - good > max(1, good // 16):
         mid = (good + bad) // 2
-        if not clock.affords(mid):
+        t = attempt(mid)
+        if t is None:
             timed_out = True
             break
-        t = run_trial(bench, meter, mid)
-        trials.append(t)
-        clock.seen(t)
         good, bad = (mid, bad) if t.fits else (good, mid)
     return trials, good, bad, timed_out
 

@@ -66,7 +66,7 @@ class MedclsApp(App):
         self.output_dir = str(output_dir)
         self.settings = settings or AppSettings()
         self.hardware = hardware
-        """core.advisor HardwareInfo (or medcls_tui.advice.HardwareView); read in a worker when None."""
+        """core.advisor HardwareInfo; read in a worker when None."""
         self.trainer_factory = trainer_factory
         self._presets = presets
         self.initial_preset = initial_preset

@@ -31,3 +31,14 @@ def tiny_flags(tmp_path):
 def _isolated_user_presets(tmp_path, monkeypatch):
     """Never read or write the developer's real ~/.config/medcls/presets in tests."""
     monkeypatch.setenv("MEDCLS_PRESET_DIR", str(tmp_path / "user_presets"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: one intra-op thread is as fast and immune to oversubscribed shared CI cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

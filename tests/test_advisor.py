@@ -20,13 +20,7 @@ from core.config import TrainConfig
 from core.models import build_model
 from medcls_tui.cli_advise import advise
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is as fast and immune to oversubscribed shared CI cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 MIB, GIB = 2**20, 2**30
@@ -446,20 +440,6 @@ def test_advise_report_and_probe_json(advise_app):
 def test_advise_rejects_unknown_model(advise_app):
     out = CliRunner().invoke(advise_app, ["advise", "--model", "not_a_model"])
     assert out.exit_code == 2 and "unknown model" in out.output
-
-
-def test_advice_is_mutable_for_the_tui():
-    a = table_advice("resnet50", "full_finetune", 224, True, hardware=gpu_hw(24))
-    assert isinstance(a, Advice)
-    a.source = "core.advisor"  # medcls_tui.advice tags where the advice came from
-
-
-def test_table_advice_accepts_the_tuis_hardware_view():
-    from medcls_tui.advice import GpuView, HardwareView
-
-    hw = HardwareView(gpus=[GpuView(0, "Tesla T4", 15.0, 14.6)], cpu_ram_total_gib=32.0, source="torch")
-    a = table_advice("resnet50", "full_finetune", 224, True, hardware=hw)
-    assert (a.batch_low, a.batch_high) == (32, 64)
 
 
 # ------------------------------------------------------------------ train --batch_size auto

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from medcls_tui import advice
 from test_tui_helpers import gpu_hardware, make_app, picker_ready, screen_text, wait_for
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "TUI_SCREENS.md"
+README = DOC.parents[1] / "README.md"
+README_START, README_END = "## The app\n", "## Architecture\n"
+"""README's app section is the same text, one heading level down."""
 
 INTRO = """\
 # The medcls app: screens and keys
@@ -116,6 +118,9 @@ async def _capture(name: str, tmp_path: Path, monkeypatch) -> str:
     size = (140, 40) if name == "training_wide" else (80, 24)
     tmp_path.mkdir(parents=True, exist_ok=True)
     monkeypatch.chdir(tmp_path)  # output folder shows as "runs", not a temp path
+    monkeypatch.setenv("HOME", str(tmp_path))  # the save dialog shows ~/.config/medcls/presets
+    monkeypatch.delenv("MEDCLS_PRESET_DIR", raising=False)
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
     if name in ("runs", "detail"):
         _write_runs(tmp_path / "runs")
     # scripted live runs are deterministic, so their ETA and img/s can show; dates cannot
@@ -148,6 +153,16 @@ async def _capture(name: str, tmp_path: Path, monkeypatch) -> str:
         return screen_text(app).rstrip("\n")
 
 
+def _readme_with(doc: str) -> str:
+    """README.md with its app section replaced by the doc's body (title dropped, headings demoted)."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(README_START) + len(README_START)
+    end = text.index(README_END)
+    body = doc.split("\n", 1)[1]
+    body = "\n".join("#" + line if line.startswith("## ") else line for line in body.split("\n"))
+    return text[:start] + body.rstrip("\n") + "\n\n" + text[end:]
+
+
 def _render(captures: dict[str, str]) -> str:
     parts = [INTRO]
     for title, name, text in SECTIONS:
@@ -158,14 +173,17 @@ def _render(captures: dict[str, str]) -> str:
 
 @pytest.mark.slow
 async def test_screens_doc_is_current(tmp_path, monkeypatch):
-    monkeypatch.setattr(advice, "_advisor_module", lambda: None)
     captures = {}
     for _, name, _ in SECTIONS:
         captures[name] = await _capture(name, tmp_path / name, monkeypatch)
     doc = _render(captures)
+    readme = _readme_with(doc)
     if os.environ.get("MEDCLS_UPDATE_DOCS"):
         DOC.parent.mkdir(parents=True, exist_ok=True)
         DOC.write_text(doc, encoding="utf-8")
+        README.write_text(readme, encoding="utf-8")
+    assert README.read_text(encoding="utf-8") == readme, (
+        "README.md's app section is out of date: MEDCLS_UPDATE_DOCS=1 uv run pytest tests/test_tui_docs.py -m slow")
     assert DOC.is_file() and DOC.read_text(encoding="utf-8") == doc, (
         "docs/TUI_SCREENS.md is out of date: MEDCLS_UPDATE_DOCS=1 uv run pytest tests/test_tui_docs.py -m slow")
 

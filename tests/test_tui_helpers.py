@@ -45,16 +45,17 @@ def write_preset(folder: Path, name: str = "tiny", **overrides) -> Path:
 
 
 def cpu_hardware():
-    from medcls_tui.advice import HardwareView
+    from core.gpu_memory import HardwareInfo
 
-    return HardwareView(gpus=[], cpu_ram_total_gib=16.0, cpu_ram_free_gib=9.5, source="none")
+    return HardwareInfo(gpus=[], cpu_ram_total_gib=16.0, cpu_ram_free_gib=9.5, source="cpu")
 
 
 def gpu_hardware():
-    from medcls_tui.advice import GpuView, HardwareView
+    from core.gpu_memory import GpuInfo, HardwareInfo
 
-    return HardwareView(gpus=[GpuView(index=0, name="NVIDIA L4", total_gib=22.0, free_gib=21.3)],
-                        cpu_ram_total_gib=64.0, cpu_ram_free_gib=50.0, source="nvml")
+    l4 = GpuInfo(index=0, name="NVIDIA L4", total_gib=22.0, free_gib=21.3, used_gib=0.7,
+                 used_by_other_processes_gib=0.0)
+    return HardwareInfo(gpus=[l4], cpu_ram_total_gib=64.0, cpu_ram_free_gib=50.0, source="nvml")
 
 
 def make_app(output_dir: Path, stable: bool = True, initial_preset: str = "demo", hardware=None,

@@ -214,21 +214,21 @@ def test_save_needs_a_name(tmp_path):
 
 
 # ------------------------------------------------------------------ advisor adapter
-def test_table_advice_fallback_uses_spec_table(monkeypatch):
-    from core import tips
+def test_advisor_adapter_is_core_advice_for_the_pickers_settings():
+    """The screen's advice is core.advisor's for the current config, not a copy of its logic."""
+    from core.advisor import table_advice
+    from core.gpu_memory import GpuInfo, HardwareInfo
 
-    monkeypatch.setattr(advice, "_advisor_module", lambda: None)
-    cfg = resolve_config({}, preset="demo", vram_gib=None).config
-    hw = advice.HardwareView(gpus=[advice.GpuView(0, "GPU", 16.0, 15.0)], cpu_ram_total_gib=32.0)
-    a = advice.table_advice(cfg, hw)
-    low, high, reason = tips.batch_range_for_vram(16.0, "full_finetune")
-    assert (a.batch_low, a.batch_high) == (low, high) and any(r.startswith(reason) for r in a.reasons)
-    assert a.effective_batch == a.suggested_batch * a.grad_accum_steps
-    cpu = advice.table_advice(cfg, advice.HardwareView())
-    assert (cpu.batch_low, cpu.batch_high) == tips.batch_range_for_vram(None, "full_finetune")[:2]
-    assert not advice.probe_available()
-    with pytest.raises(RuntimeError, match="not available"):
-        advice.run_probe(cfg)
+    t4 = GpuInfo(index=0, name="Tesla T4", total_gib=15.0, free_gib=14.6, used_gib=0.4,
+                 used_by_other_processes_gib=0.0)
+    hw = HardwareInfo(gpus=[t4], cpu_ram_total_gib=32.0, source="torch")
+    cfg = resolve_config({"grad_checkpointing": True}, preset="demo", vram_gib=None).config
+    shown = advice.table_advice(cfg, hw)
+    assert shown == table_advice(cfg.model, cfg.mode, cfg.img_size, cfg.mixed_precision, hardware=hw,
+                                 grad_checkpointing=True)
+    assert (shown.batch_low, shown.batch_high) == (32, 64)  # a 15 GiB T4 is a 16 GB card
+    assert advice.training_vram_gib(hw) == 16.0 and advice.training_vram_gib(hw, "cpu") is None
+    assert advice.training_vram_gib(HardwareInfo()) is None
 
 
 def test_read_hardware_reports_cpu_ram():

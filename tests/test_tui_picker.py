@@ -147,8 +147,13 @@ async def test_save_dialog_shows_engine_error_and_cancel(tmp_path):
 @pytest.mark.parametrize("size", SIZES)
 async def test_advisor_shows_hardware_and_table_advice(tmp_path, size, monkeypatch):
     from core import tips
+    from core.advisor import ProbeResult, table_advice
 
-    monkeypatch.setattr(advice, "_advisor_module", lambda: None)  # the table path, whatever the build has
+    measured = ProbeResult(max_safe_batch=44, recommended_batch=40, grad_accum_steps=2, eval_batch_ok=True,
+                           images_per_sec=None, peak_mem_gib=None, reasons=["probe reason shown"],
+                           timed_out=False, model_advice=[])
+    probed = []
+    monkeypatch.setattr(advice, "run_probe", lambda config, time_budget_s: probed.append(config) or measured)
     app = make_app(tmp_path / "runs", hardware=gpu_hardware())
     async with app.run_test(size=size) as pilot:
         await picker_ready(pilot)
@@ -157,13 +162,18 @@ async def test_advisor_shows_hardware_and_table_advice(tmp_path, size, monkeypat
         await pilot.pause()
         text = str(app.screen.query_one("#advisor-text").render())
         assert "NVIDIA L4" in text and "22.0 GiB total" in text and "21.3 GiB free" in text
-        low, high, reason = tips.batch_range_for_vram(22.0, "full_finetune")
-        assert f"spec table range {low}-{high}" in text and reason in text
-        assert "suggested batch" in text and "accumulation" in text
+        cfg = app.current_resolved.config
+        expected = table_advice(cfg.model, cfg.mode, cfg.img_size, cfg.mixed_precision, hardware=gpu_hardware())
+        assert (expected.batch_low, expected.batch_high) == (64, 128)  # a 22 GiB L4 is a 24 GB card
+        assert f"spec table range {expected.batch_low}-{expected.batch_high}" in text
+        assert (f"suggested batch {expected.suggested_batch} x {expected.grad_accum_steps} accumulation "
+                f"= effective {expected.effective_batch}") in text
         assert tips.MEMORY_STEPS[0] in text
         await pilot.press("p")
-        await pilot.pause()
-        assert "not available in this build" in str(app.screen.query_one("#advisor-text").render())
+        await wait_for(pilot, lambda: app.screen.probe_state == "done", what="probe")
+        text = str(app.screen.query_one("#advisor-text").render())
+        assert probed == [cfg] and "max safe batch 44, recommended 40 x 2 accumulation" in text
+        assert "probe reason shown" in text
         # u hands the suggestion to the picker's form
         suggestion = app.screen.suggestion()
         await pilot.press("u")
@@ -173,8 +183,7 @@ async def test_advisor_shows_hardware_and_table_advice(tmp_path, size, monkeypat
         assert picker.query_one("#field-batch_size", Input).value == str(suggestion["batch_size"])
 
 
-async def test_advisor_without_gpu_says_cpu(tmp_path, monkeypatch):
-    monkeypatch.setattr(advice, "_advisor_module", lambda: None)
+async def test_advisor_without_gpu_says_cpu(tmp_path):
     app = make_app(tmp_path / "runs")
     async with app.run_test(size=(80, 24)) as pilot:
         await picker_ready(pilot)
@@ -187,7 +196,6 @@ async def test_advisor_without_gpu_says_cpu(tmp_path, monkeypatch):
         await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen))
 
 
-@pytest.mark.skipif(not advice.probe_available(), reason="core/advisor.py probe not in this build yet")
 @pytest.mark.slow
 async def test_advisor_measured_probe_runs(tmp_path):
     write_preset(tmp_path / "user_presets")

@@ -11,7 +11,6 @@ import os
 
 import pytest
 
-from medcls_tui import advice
 from medcls_tui.screens.run_detail import RunDetailScreen
 from medcls_tui.screens.runs import RunsScreen
 from medcls_tui.screens.training import TrainingScreen
@@ -27,11 +26,6 @@ from test_tui_helpers import (
 )
 
 SIZE = (80, 24)
-
-
-@pytest.fixture(autouse=True)
-def _table_advice(monkeypatch):
-    monkeypatch.setattr(advice, "_advisor_module", lambda: None)
 
 
 def snap_app(tmp_path, **kwargs):

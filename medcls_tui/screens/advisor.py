@@ -46,18 +46,12 @@ def advisor_text(hardware: Any, resolved: Any, table: Any, probe: Any, probe_sta
                     f"= effective {table.effective_batch}\n", style="bold")
         for reason in getattr(table, "reasons", []) or []:
             text.append(f"   {bullet} {reason}\n", style="dim")
-        source = getattr(table, "source", "table")
-        if source == "table":
-            text.append("   (table advice from core.tips; the measured probe refines it)\n", style="dim")
     current = resolved.sources.get("batch_size", "default")
     text.append(f" current setting: batch_size {cfg.batch_size} x grad_accum_steps {cfg.grad_accum_steps} "
                 f"[{current}]\n")
     text.append("\nMeasured probe", style="bold underline")
     text.append("  (p: run it; u: use the suggestion in the picker)\n", style="dim")
-    if probe_state == "unavailable":
-        text.append(" not available in this build yet (core/advisor.py): the table advice above applies\n",
-                    style="yellow")
-    elif probe_state == "running":
+    if probe_state == "running":
         text.append(" probing: trying growing batches on this device...\n", style="cyan")
     elif probe_state.startswith("error"):
         text.append(f" {probe_state}\n", style="red")
@@ -95,7 +89,7 @@ class AdvisorScreen(Screen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.probe_state = "unavailable" if not adv.probe_available() else "idle"
+        self.probe_state = "idle"
         self.table: Any = None
 
     def compose(self) -> ComposeResult:
@@ -133,11 +127,6 @@ class AdvisorScreen(Screen):
     # ------------------------------------------------------------------ actions
     def action_probe(self) -> None:
         resolved = self.app.current_resolved
-        if not adv.probe_available():
-            self.probe_state = "unavailable"
-            self.notify("The measured probe is not available yet; the table advice applies.", severity="warning")
-            self.refresh_view()
-            return
         if resolved is None or self.probe_state == "running":
             return
         self.probe_state = "running"

@@ -16,6 +16,14 @@ from core.presets import user_preset_dir
 from ..picker_logic import save_current, values_to_save
 
 
+def home_short(path: Path) -> str:
+    """~/... for paths under the home folder: shorter on an 80-column screen, and the same on every machine."""
+    try:
+        return "~/" + str(path.resolve().relative_to(Path.home().resolve()))
+    except ValueError:
+        return str(path)
+
+
 class SavePresetScreen(ModalScreen[Optional[Path]]):
     BINDINGS = [
         Binding("escape", "cancel", "Cancel"),
@@ -38,7 +46,7 @@ class SavePresetScreen(ModalScreen[Optional[Path]]):
             yield Input(value=self.base.description if self.base is not None else "", id="preset-description",
                         compact=True)
             yield Static(f"keys saved: {keys}", id="save-keys", classes="dim")
-            folder = "the user preset folder" if self.app.settings.stable else str(user_preset_dir())
+            folder = "the user preset folder" if self.app.settings.stable else home_short(user_preset_dir())
             yield Static(f"folder: {folder}", id="save-folder", classes="dim")
             yield Static("", id="save-error", classes="field-error -shown")
             yield Static("enter / ctrl+s: save    esc: cancel", classes="dim")
