@@ -61,6 +61,9 @@ class TrainConfig(BaseModel):
     """Training resolution (square); tip from the dataset and model."""
     val_fraction: float = 0.1
     """Share of train(-val) patients held out for validation when the dataset has no val split."""
+    holdout_domain: Optional[str] = None
+    """Leave one domain out: validate on this domain (name or number, see `medcls data stats`) and
+    train on all the others, to measure how a model does on a scanner or site it never saw."""
     vin_consensus: Literal["any", "majority"] = "majority"
     """VinBigData: abnormal if any radiologist / the majority marked a finding."""
     synthetic_task: Literal["multiclass", "multilabel", "binary"] = "multiclass"

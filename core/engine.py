@@ -195,12 +195,9 @@ class Trainer:
         self.monitor = TrainingMonitor()
 
     def _default_workers(self) -> int:
-        from .data.base import ArrayTable, SubsetTable
+        from .data.base import in_memory
 
-        table = self.bundle.train
-        while isinstance(table, SubsetTable):
-            table = table.parent
-        if isinstance(table, ArrayTable):
+        if in_memory(self.bundle.train):
             return 0  # already in memory: worker processes would only add start-up time
         return max(0, min(8, (os.cpu_count() or 2) - 1))
 

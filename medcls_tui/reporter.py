@@ -111,6 +111,8 @@ class ConsoleReporter:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+        if not e.run_dir:
+            return  # failed before a run folder existed: the caller reports the error itself
         s = e.summary
         self.line(f"{e.status}: {s.get('epochs_completed', 0)} epochs, best {s.get('monitor')} "
                   f"{fmt(s.get('best_value'))} at epoch {s.get('best_epoch')}; run folder {e.run_dir}")

@@ -145,3 +145,14 @@ def test_train_py_shim_runs_as_written(tmp_path):
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "finished: 1 epochs" in proc.stdout
+
+
+def test_bad_data_option_is_reported_once_and_fails(tmp_path):
+    """A data error found while loading (before any run folder exists) is one error line, exit 1."""
+    result = runner.invoke(app, ["train", "--preset", "demo", "--synthetic_size", "120", "--holdout_domain",
+                                 "scanner_Q", "--output_dir", str(tmp_path / "runs")])
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if "holdout_domain" in line]
+    assert errors == ["error: holdout_domain: 'scanner_Q' is not a domain of dataset 'synthetic'. Allowed: "
+                      "0 (scanner_A), 1 (scanner_B), 2 (scanner_C), 3 (scanner_D)"]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

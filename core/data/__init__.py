@@ -19,7 +19,12 @@ def dataset_names() -> list[str]:
 def load_dataset(config, progress: Optional[ProgressFn] = None) -> DatasetBundle:
     """Build the dataset named by config.dataset (config is a resolved TrainConfig)."""
     _import_sources()
-    return DATASETS.get(config.dataset, DataError)(config, progress or (lambda done, total, desc: None))
+    bundle = DATASETS.get(config.dataset, DataError)(config, progress or (lambda done, total, desc: None))
+    if getattr(config, "holdout_domain", None) is not None:
+        from .splits import hold_out_domain
+
+        bundle = hold_out_domain(bundle, config.holdout_domain)
+    return bundle
 
 
 def _import_sources() -> None:

@@ -68,6 +68,32 @@ class SubsetTable(ImageTable):
         return self.parent.image(int(self.indices[index]))
 
 
+class ConcatTable(ImageTable):
+    """Several tables read as one, in order (e.g. train and val pooled before regrouping by domain)."""
+
+    def __init__(self, tables: Sequence[ImageTable]):
+        self.tables = list(tables)
+        self.offsets = np.cumsum([0] + [len(t) for t in self.tables])
+        self.targets = np.concatenate([t.targets for t in self.tables])
+        self.domains = np.concatenate([t.domains for t in self.tables]).astype(np.int64)
+        self.ids = [i for t in self.tables for i in t.ids]
+        known = all(t.patients is not None for t in self.tables)
+        self.patients = [p for t in self.tables for p in t.patients] if known else None
+
+    def image(self, index: int) -> np.ndarray:
+        part = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return self.tables[part].image(index - int(self.offsets[part]))
+
+
+def in_memory(table: ImageTable) -> bool:
+    """True when every image already sits in an array: loader worker processes would only add start-up."""
+    if isinstance(table, SubsetTable):
+        return in_memory(table.parent)
+    if isinstance(table, ConcatTable):
+        return all(in_memory(t) for t in table.tables)
+    return isinstance(table, ArrayTable)
+
+
 class LoaderTable(ImageTable):
     """Images produced on demand by a function (decoding files); used before a cache exists."""
 

@@ -9,6 +9,7 @@ with at least two patients is never missing from validation (its AUROC would be 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Optional, Sequence
 
 import numpy as np
@@ -47,3 +48,31 @@ def split_by_patient(patients: Sequence[Optional[str]], fraction: float, seed: i
         held.update(members[j] for j in order[:n_holdout(len(members), fraction)])
     mask = np.fromiter((g in held for g in groups), dtype=bool, count=len(groups))
     return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def hold_out_domain(bundle, domain: str):
+    """Leave-one-domain-out: the named domain's train and val images become the validation split,
+    every other domain's the training split. `domain` is a name (case-insensitive) or an index."""
+    from .base import ConcatTable, DataError
+
+    names = list(bundle.domain_names)
+    wanted = str(domain).strip()
+    lowered = [n.lower() for n in names]
+    if wanted.lower() in lowered:
+        index = lowered.index(wanted.lower())
+    elif wanted.isdigit() and int(wanted) < len(names):
+        index = int(wanted)
+    else:
+        allowed = ", ".join(f"{i} ({n})" for i, n in enumerate(names))
+        raise DataError(f"holdout_domain: '{domain}' is not a domain of dataset '{bundle.name}'. Allowed: {allowed}")
+    pooled = ConcatTable([bundle.train, bundle.val])
+    inside = np.flatnonzero(pooled.domains == index)
+    outside = np.flatnonzero(pooled.domains != index)
+    if len(inside) == 0:
+        raise DataError(f"holdout_domain: domain '{names[index]}' has no images in dataset '{bundle.name}'")
+    if len(outside) == 0:
+        raise DataError(f"holdout_domain: every image of dataset '{bundle.name}' is in domain '{names[index]}'; "
+                        "holding it out leaves nothing to train on")
+    note = (f"leave-one-domain-out: domain '{names[index]}' ({len(inside)} images) is the validation split; "
+            f"training on the other {len(names) - 1} domain(s) ({len(outside)} images)")
+    return replace(bundle, train=pooled.subset(outside), val=pooled.subset(inside), notes=[*bundle.notes, note])
