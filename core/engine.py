@@ -169,16 +169,16 @@ class Trainer:
 
         self.transform = build_train_transform(cfg.augmentation, cfg.img_size)
         self.batch_size = int(cfg.batch_size) if cfg.batch_size not in (None, "auto") else 32
-        self.grad_accum = int(cfg.grad_accum_steps)
         if cfg.batch_size == "auto":
             self._apply_probe()
+            cfg = self.cfg
         self.train_ds = TableDataset(self.bundle.train, self.transform, cfg.seed)
         self.val_ds = TableDataset(self.bundle.val, None, cfg.seed)
         self.num_workers = cfg.num_workers if cfg.num_workers is not None else self._default_workers()
         self.cache_features = (cfg.mode == "linear_probe" and self.transform is None
                                and type(self.strategy) is BatchStrategy)
         n_batches = len(epoch_batches(len(self.train_ds), self.batch_size, cfg.seed, 0, True, self._drop_last()))
-        steps = math.ceil(n_batches / self.grad_accum)
+        steps = math.ceil(n_batches / cfg.grad_accum_steps)
         if cfg.max_steps_per_epoch:
             steps = min(steps, cfg.max_steps_per_epoch)
         self.steps_per_epoch = max(1, steps)
@@ -212,12 +212,13 @@ class Trainer:
 
         result = probe_batch_size(self.cfg, model=self.model, device=self.device)
         self.batch_size = int(result.recommended_batch)
+        accum = self.cfg.grad_accum_steps
         if self.resolved.sources.get("grad_accum_steps", "default") == "default":
-            self.grad_accum = max(1, int(result.grad_accum_steps))
+            accum = max(1, int(result.grad_accum_steps))
         # the run folder's config.yaml records what ran, so --retrain resumes with the same batches
-        self.cfg = self.cfg.model_copy(update={"batch_size": self.batch_size, "grad_accum_steps": self.grad_accum})
+        self.cfg = self.cfg.model_copy(update={"batch_size": self.batch_size, "grad_accum_steps": accum})
         self.resolved.config = self.cfg
-        self.setup_warnings.append(f"batch_size auto: measured batch {self.batch_size} x {self.grad_accum} "
+        self.setup_warnings.append(f"batch_size auto: measured batch {self.batch_size} x {accum} "
                                    f"accumulation (max safe {result.max_safe_batch})")
 
     # ------------------------------------------------------------------ run folder
@@ -313,8 +314,8 @@ class Trainer:
             self._release_cached_memory()
             new_chunk = math.ceil(largest / self.micro_splits)
             self.warn("oom", f"out of memory at micro-batch {chunk}: retrying with micro-batch {new_chunk} "
-                             f"x {self.micro_splits * self.grad_accum} accumulation "
-                             f"(same effective batch {self.batch_size * self.grad_accum})",
+                             f"x {self.micro_splits * self.cfg.grad_accum_steps} accumulation "
+                             f"(same effective batch {self.batch_size * self.cfg.grad_accum_steps})",
                       epoch=self.pos.epoch + 1)
 
     def _accumulate(self, micro_batches, model_fn, n_total) -> tuple[float, float, int]:
@@ -484,8 +485,8 @@ class Trainer:
             epoch = self.pos.epoch
             self.train_ds.epoch = epoch
             batches = epoch_batches(len(self.train_ds), self.batch_size, cfg.seed, epoch, True, self._drop_last())
-            batches = batches[: self.steps_per_epoch * self.grad_accum]
-            skip = self.pos.step_in_epoch * self.grad_accum
+            batches = batches[: self.steps_per_epoch * cfg.grad_accum_steps]
+            skip = self.pos.step_in_epoch * cfg.grad_accum_steps
             remaining = batches[skip:]
             if cached_train is not None:
                 f, t, d = cached_train
@@ -495,7 +496,7 @@ class Trainer:
             group: list = []
             for batch in source:
                 group.append(batch)
-                if len(group) < self.grad_accum and self.pos.step_in_epoch * self.grad_accum + len(group) < len(batches):
+                if len(group) < cfg.grad_accum_steps and self.pos.step_in_epoch * cfg.grad_accum_steps + len(group) < len(batches):
                     continue
                 lr = apply_lr(self.optimizer, cfg.lr, lr_factor(self.pos.global_step, self.total_steps,
                                                                 self.warmup_steps, cfg.min_lr_ratio))
@@ -604,7 +605,7 @@ class Trainer:
             "train_loss": m.get("train_loss"),
             "batch_size": getattr(self, "batch_size", None),
             "micro_batch": (math.ceil(self.batch_size / self.micro_splits) if hasattr(self, "batch_size") else None),
-            "effective_batch": (self.batch_size * self.grad_accum if hasattr(self, "batch_size") else None),
+            "effective_batch": (self.batch_size * self.cfg.grad_accum_steps if hasattr(self, "batch_size") else None),
             "skipped_images": len(self.bundle.skipped) if hasattr(self, "bundle") else 0,
             "elapsed_s": round(elapsed, 2),
             "stop_reason": self.early.reason if hasattr(self, "early") else "",

@@ -483,7 +483,7 @@ def test_batch_size_auto_keeps_the_users_accumulation(tiny_flags, monkeypatch):
     flags = {**tiny_flags, "model": TINY_MODEL, "epochs": 1, "batch_size": "auto"}
     default_accum = Trainer(resolve_config(flags, vram_gib=None))
     default_accum._setup()
-    assert (default_accum.batch_size, default_accum.grad_accum) == (8, 4)
+    assert (default_accum.batch_size, default_accum.cfg.grad_accum_steps) == (8, 4)
     chosen = Trainer(resolve_config({**flags, "grad_accum_steps": 1}, vram_gib=None))
     chosen._setup()
-    assert (chosen.batch_size, chosen.grad_accum) == (8, 1)
+    assert (chosen.batch_size, chosen.cfg.grad_accum_steps) == (8, 1)
