@@ -135,8 +135,16 @@ class TrainConfig(BaseModel):
     monitor_mode: Optional[Literal["min", "max"]] = None
     """Derived from the monitor when unset."""
     min_delta: float = 0.0
+    """Smallest change of the monitor that resets the patience counter (best.pt follows the monitor alone)."""
     divergence_threshold: Optional[float] = None
-    """Stop when val_loss exceeds this."""
+    """Stop as soon as the monitored value is worse than this (above it for val_loss, below it for
+    val_auroc / val_acc), as Lightning's EarlyStopping; that epoch is never saved as best."""
+    max_nonfinite_steps: int = 5
+    """Stop after this many optimizer steps in a row with a non-finite loss or gradient; each such step
+    is skipped (weights unchanged), and checkpoints keep the last finite weights."""
+    loss_explosion_factor: Optional[float] = 1000.0
+    """Stop when a step's training loss exceeds this multiple of the first epoch's running loss
+    (divergence); null disables the check."""
 
     # --- run ---
     seed: int = 42
@@ -186,7 +194,7 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _ranges(self) -> "TrainConfig":
         positive_ints = ("epochs", "grad_accum_steps", "synthetic_size", "log_every", "pipmix_patch",
-                         "xdm_tau_step_every")
+                         "xdm_tau_step_every", "max_nonfinite_steps")
         for key in positive_ints:
             val = getattr(self, key)
             if val is not None and val < 1:
@@ -215,6 +223,9 @@ class TrainConfig(BaseModel):
             raise ValueError("label_smoothing: must be < 1")
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
             raise ValueError(f"layer_decay: must be in (0, 1] (got {self.layer_decay})")
+        if self.loss_explosion_factor is not None and not 1.0 < self.loss_explosion_factor < float("inf"):
+            raise ValueError(f"loss_explosion_factor: must be a number > 1, or null to disable "
+                             f"(got {self.loss_explosion_factor})")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             raise ValueError("max_steps_per_epoch: must be >= 1")
         if self.early_stopping is not None and self.early_stopping < 0:

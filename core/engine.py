@@ -23,6 +23,7 @@ from .augment import BatchStrategy, build_strategy
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_atomic
 from .config import ResolvedConfig, TrainConfig, dump_config_yaml
 from .data import DatasetBundle, load_dataset
+from .divergence import DivergenceGuard, divergence_advice
 from .early_stopping import EarlyStopping
 from .events import (
     CheckpointSaved,
@@ -40,9 +41,10 @@ from .events import (
 from .hardware import pick_device
 from .loader import Normalizer, TableDataset, epoch_batches, make_loader
 from .losses import build_loss
-from .metrics import batch_accuracy, classification_metrics
+from .metrics import batch_correct, classification_metrics, unscorable_classes
 from .models import build_model, build_optimizer, model_family, resolve_model_name, supports_grad_checkpointing
 from .monitor import TrainingMonitor
+from .precision import autocast_dtype
 from .schedule import apply_lr, lr_factor
 from .transforms import build_train_transform
 
@@ -101,6 +103,8 @@ class Trainer:
         self.last_metrics: dict = {}
         self.status = "running"
         self.setup_warnings: list[str] = []
+        self.stop_reason = ""
+        """Why the loop ended early when early stopping did not say (divergence)."""
         """Found while setting up, before the run folder exists; logged with the config warnings."""
 
     # ------------------------------------------------------------------ events
@@ -151,12 +155,7 @@ class Trainer:
         self.normalize = Normalizer(pcfg.get("mean", (0.485, 0.456, 0.406)), pcfg.get("std", (0.229, 0.224, 0.225)),
                                     self.device, self.channels_last)
 
-        self.amp_dtype = None
-        if cfg.mixed_precision and use_cuda:
-            if cfg.amp_dtype == "fp16" or (cfg.amp_dtype == "auto" and not torch.cuda.is_bf16_supported()):
-                self.amp_dtype = torch.float16
-            else:
-                self.amp_dtype = torch.bfloat16
+        self.amp_dtype = autocast_dtype(cfg.mixed_precision, cfg.amp_dtype, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
         counts = self.bundle.class_counts("train")
@@ -189,10 +188,29 @@ class Trainer:
                 f"({self.total_steps} steps), so no feature is ever mixed; set xdm_warmup_steps below "
                 f"{self.total_steps} (e.g. {max(1, self.total_steps // 5)})")
         self.warmup_steps = int(round((cfg.warmup_epochs or 0.0) * self.steps_per_epoch))
-        self.early = EarlyStopping(monitor=cfg.monitor or "val_auroc", mode=cfg.monitor_mode or "max",
+        monitor, monitor_mode = self._checked_monitor(cfg.monitor or "val_auroc", cfg.monitor_mode or "max")
+        self.early = EarlyStopping(monitor=monitor, mode=monitor_mode,
                                    patience=cfg.early_stopping or 0, min_delta=cfg.min_delta,
                                    divergence_threshold=cfg.divergence_threshold)
         self.monitor = TrainingMonitor()
+        self.guard = DivergenceGuard(cfg.max_nonfinite_steps, cfg.loss_explosion_factor)
+
+    def _checked_monitor(self, monitor: str, mode: str) -> tuple[str, str]:
+        """Name the classes the val split cannot score (no positives or no negatives: no AUROC, left out
+        of the macro); when none can be scored, an AUROC monitor would be NaN at epoch 1, so val_loss is
+        monitored instead, with a warning."""
+        excluded = unscorable_classes(self.bundle.classes, self.bundle.class_counts("val"), len(self.bundle.val),
+                                      self.multi_label)
+        if not excluded:
+            return monitor, mode
+        listed = "; ".join(f"'{name}': {why}" for name, why in excluded.items())
+        self.setup_warnings.append(f"val split: no AUROC for {len(excluded)} of {self.bundle.num_classes} "
+                                   f"classes ({listed}); val_auroc averages the others")
+        if len(excluded) == self.bundle.num_classes and monitor == "val_auroc":
+            self.setup_warnings.append("val split: no class can be scored, so val_auroc is undefined; "
+                                       "monitoring val_loss instead (fix the split or set --monitor)")
+            return "val_loss", "min"
+        return monitor, mode
 
     def _default_workers(self) -> int:
         from .data.base import in_memory
@@ -251,6 +269,7 @@ class Trainer:
             "strategy": self.strategy.state_dict(),
             "strategy_modules": [m.state_dict() for m in self.strategy.modules()],
             "early_stopping": self.early.state_dict(),
+            "divergence": self.guard.state_dict(),
             "position": vars(self.pos).copy(),
             "micro_splits": self.micro_splits,
             "monitor": {"train_losses": self.monitor.train_losses, "val_losses": self.monitor.val_losses,
@@ -260,8 +279,22 @@ class Trainer:
             "classes": self.bundle.classes,
         }
 
-    def save_checkpoint(self, name: str, reason: str) -> Path:
+    def _weights_finite(self) -> bool:
+        """All weights and buffers finite (one host read); checked before any checkpoint is written."""
+        tensors = [t for t in self.model.state_dict().values() if t.is_floating_point() and t.numel()]
+        tensors += [p for m in self.strategy.modules() for p in m.parameters()]
+        if not tensors:
+            return True
+        return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+    def save_checkpoint(self, name: str, reason: str) -> Optional[Path]:
+        """Atomic write of the full state; refused (None, with a warning) when a weight is not finite,
+        so last.pt / best.pt always keep the last finite weights."""
         path = self.run_dir / runs.CHECKPOINT_DIR / name
+        if not self._weights_finite():
+            self.warn("nonfinite", f"not saving {name}: the model has non-finite weights; the previous "
+                                   f"{name} (if any) is kept", epoch=self.pos.epoch + 1)
+            return None
         save_atomic(self._state(), path)
         self.emit(CheckpointSaved(path=str(path), reason=reason, epoch=self.pos.epoch, global_step=self.pos.global_step))
         return path
@@ -275,6 +308,7 @@ class Trainer:
         for module, sd in zip(self.strategy.modules(), state["strategy_modules"]):
             module.load_state_dict(sd)
         self.early.load_state_dict(state["early_stopping"])
+        self.guard.load_state_dict(state.get("divergence", {}))
         self.pos = Position(**state["position"])
         self.micro_splits = int(state["micro_splits"])
         mon = state["monitor"]
@@ -289,8 +323,9 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def _train_step(self, micro_batches: list, model_fn: nn.Module) -> tuple[float, float, int]:
-        """One optimizer step over the accumulated loader batches; returns (loss sum, correct, seen)."""
+    def _train_step(self, micro_batches: list, model_fn: nn.Module) -> tuple[float, float, int, bool]:
+        """One optimizer step over the accumulated loader batches; returns (loss sum, correct, seen,
+        finite). A non-finite step was skipped (see `_accumulate`)."""
         n_total = sum(int(b[1].shape[0]) for b in micro_batches)
         while True:
             try:
@@ -318,9 +353,15 @@ class Trainer:
                              f"(same effective batch {self.batch_size * self.cfg.grad_accum_steps})",
                       epoch=self.pos.epoch + 1)
 
-    def _accumulate(self, micro_batches, model_fn, n_total) -> tuple[float, float, int]:
+    def _accumulate(self, micro_batches, model_fn, n_total) -> tuple[float, float, int, bool]:
+        """Forward/backward over the micro-batches, then the optimizer step only if the loss and the
+        gradients are finite. Losses, accuracy and the gradient check stay on the device and are read
+        in one host sync per optimizer step. Returns (loss sum, correct, seen, finite)."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss_sum, correct, seen = 0.0, 0.0, 0
+        self.strategy.begin_step()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        seen = 0
         for images, targets, domains in micro_batches:
             for x, y, d in zip(images.tensor_split(self.micro_splits), targets.tensor_split(self.micro_splits),
                                domains.tensor_split(self.micro_splits)):
@@ -335,15 +376,31 @@ class Trainer:
                     loss, logits = self.strategy.training_loss(model_fn, self.criterion, x, y, d, self.pos.global_step)
                 weight = y.shape[0] / n_total
                 self.scaler.scale(loss * weight).backward()
-                loss_value = float(loss.detach())
-                loss_sum += loss_value * y.shape[0]
-                acc = batch_accuracy(logits.detach(), y, self.multi_label)
-                if acc is not None:
-                    correct += acc * y.shape[0]
+                loss_sum += loss.detach().float() * y.shape[0]
+                hits = batch_correct(logits.detach(), y, self.multi_label)
+                if hits is not None:
+                    correct += hits
                 seen += int(y.shape[0])
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return loss_sum, correct, seen
+        # With fp16 the GradScaler checks the (scaled) gradients itself and skips an overflowing step;
+        # otherwise a non-finite gradient norm (any NaN/inf element) means the step must not be taken.
+        grad_check = torch.zeros((), device=self.device) if self.scaler.is_enabled() else self._grad_norm_sum()
+        loss_total, correct_total, grad_total = torch.stack([loss_sum, correct.float(), grad_check]).tolist()
+        finite = math.isfinite(loss_total) and math.isfinite(grad_total)
+        if finite or self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            with self._autocast():
+                self.strategy.after_optimizer_step(model_fn)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)  # the step is skipped: weights and optimizer state unchanged
+        return loss_total, correct_total, seen, finite
+
+    def _grad_norm_sum(self) -> torch.Tensor:
+        """Sum of per-tensor gradient norms: finite exactly when every gradient element is (a device tensor)."""
+        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads:
+            return torch.zeros((), device=self.device)
+        return torch.stack(torch._foreach_norm(grads)).float().sum()
 
     def _forward_split_on_oom(self, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """A forward-only pass (evaluation, feature caching) that survives an out-of-memory error:
@@ -501,14 +558,15 @@ class Trainer:
                 lr = apply_lr(self.optimizer, cfg.lr, lr_factor(self.pos.global_step, self.total_steps,
                                                                 self.warmup_steps, cfg.min_lr_ratio))
                 t0 = time.time()
-                loss_sum, correct, seen = self._train_step(group, model_fn)
+                loss_sum, correct, seen, finite = self._train_step(group, model_fn)
                 group = []
                 self.pos.step_in_epoch += 1
                 self.pos.global_step += 1
-                self.pos.epoch_loss_sum += loss_sum
-                self.pos.epoch_loss_count += seen
-                self.pos.epoch_correct += correct
-                self.pos.epoch_seen += seen
+                if finite:  # a skipped step adds nothing to the running loss
+                    self.pos.epoch_loss_sum += loss_sum
+                    self.pos.epoch_loss_count += seen
+                    self.pos.epoch_correct += correct
+                    self.pos.epoch_seen += seen
                 images_done += seen
                 elapsed = time.time() - t_loop
                 ips = images_done / max(elapsed, 1e-9)
@@ -523,11 +581,7 @@ class Trainer:
                 if self.pos.global_step % cfg.log_every == 0:
                     self._log({"event": "Step", "epoch": epoch + 1, "global_step": self.pos.global_step,
                                "loss": loss, "lr": lr, "images_per_sec": ips, "step_time_s": time.time() - t0})
-                if not math.isfinite(loss):
-                    self.warn("nonfinite", f"training loss is {loss} at step {self.pos.global_step}; stopping "
-                                           "(try a lower --lr or --no_mixed_precision)", epoch=epoch + 1)
-                    self.status = "failed"
-                    self.save_checkpoint("last.pt", "stop")
+                if self._check_divergence(loss, finite, epoch):
                     return
                 if self.control.take_save_request():
                     self.save_checkpoint("last.pt", "save_now")
@@ -538,6 +592,23 @@ class Trainer:
             if self._end_epoch(epoch, start, cached_val):
                 return
         self.status = "finished" if self.status == "running" else self.status
+
+    def _check_divergence(self, loss: float, finite: bool, epoch: int) -> bool:
+        """Count a skipped non-finite step, or stop the run (status diverged) when the guard says it cannot
+        recover. No checkpoint is written then: last.pt and best.pt keep the last good epoch."""
+        reason = self.guard.observe(loss, finite, self.pos.global_step)
+        if reason is None:
+            if not finite:
+                self.warn("nonfinite", f"training loss or gradient is not finite at step {self.pos.global_step}: "
+                                       f"step skipped ({self.guard.consecutive} in a row, stop at "
+                                       f"{self.guard.max_nonfinite_steps})", epoch=epoch + 1)
+            return False
+        cfg = self.cfg
+        advice = divergence_advice(cfg.lr, self.amp_dtype is not None, cfg.warmup_epochs or 0.0)
+        self.stop_reason = f"diverged: {reason}. Change: {advice}"
+        self.status = "diverged"
+        self.warn("diverged", self.stop_reason, epoch=epoch + 1)
+        return True
 
     def _handle_pause_and_stop(self) -> bool:
         """True when the loop must end now (stop requested); waits here while paused."""
@@ -574,6 +645,7 @@ class Trainer:
                                  best_epoch=self.early.best_epoch, patience=self.early.patience, wait=self.early.wait,
                                  improved=improved, should_stop=self.early.stopped, reason=self.early.reason))
         self.pos = Position(epoch=epoch + 1, global_step=self.pos.global_step)
+        self.guard.end_epoch()
         if improved:
             self.save_checkpoint("best.pt", "best")
         self.save_checkpoint("last.pt", "epoch")
@@ -602,13 +674,15 @@ class Trainer:
             "val_auroc": m.get("val_auroc"),
             "val_acc": m.get("val_acc"),
             "val_auroc_per_class": m.get("val_auroc_per_class", {}),
+            "val_auroc_excluded": m.get("val_auroc_excluded", {}),
             "train_loss": m.get("train_loss"),
             "batch_size": getattr(self, "batch_size", None),
             "micro_batch": (math.ceil(self.batch_size / self.micro_splits) if hasattr(self, "batch_size") else None),
             "effective_batch": (self.batch_size * self.cfg.grad_accum_steps if hasattr(self, "batch_size") else None),
             "skipped_images": len(self.bundle.skipped) if hasattr(self, "bundle") else 0,
             "elapsed_s": round(elapsed, 2),
-            "stop_reason": self.early.reason if hasattr(self, "early") else "",
+            "stop_reason": self.stop_reason or (self.early.reason if hasattr(self, "early") else ""),
+            "nonfinite_steps_skipped": self.guard.skipped_total if hasattr(self, "guard") else 0,
         }
         if error:
             summary["error"] = error

@@ -66,7 +66,8 @@ class EpochDone(Event):
     epochs: int
     train_loss: float
     metrics: dict
-    """val_loss, val_auroc, val_acc (single-label), val_auroc_per_class {class: auroc}."""
+    """val_loss, val_auroc, val_acc (single-label), val_auroc_per_class {class: auroc or None},
+    val_auroc_excluded {class: why it has no AUROC}."""
     lr: float
     elapsed_s: float
     train_acc: Optional[float] = None
@@ -114,7 +115,7 @@ class StatusChanged(Event):
 @dataclass(frozen=True)
 class RunFinished(Event):
     status: str
-    """finished, early_stopped, stopped, failed."""
+    """finished, early_stopped, stopped, failed, diverged (non-finite steps or a loss explosion)."""
     run_dir: str
     summary: dict
     error: Optional[str] = None

@@ -29,6 +29,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .precision import autocast_dtype
+
 GIB = 2**30
 
 
@@ -237,10 +239,7 @@ class ProbeBench:
         use_cuda = device.type == "cuda"
         self.channels_last = (config.channels_last if config.channels_last is not None
                               else use_cuda and family in ("cnn", "convnext"))
-        self.amp_dtype = None
-        if config.mixed_precision and use_cuda:
-            fp16 = config.amp_dtype == "fp16" or (config.amp_dtype == "auto" and not torch.cuda.is_bf16_supported())
-            self.amp_dtype = torch.float16 if fp16 else torch.bfloat16
+        self.amp_dtype = autocast_dtype(config.mixed_precision, config.amp_dtype, device)
         self.img_size = config.img_size
 
     def input_bytes(self, batch: int) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -55,9 +56,23 @@ def find_run_dir(run: str, output_dir: str = "runs") -> Path:
     raise RunError(f"retrain: no run folder '{run}' (looked for {p / CONFIG_FILE} and {Path(output_dir) / run / CONFIG_FILE})")
 
 
+def strict_json(obj: Any) -> Any:
+    """A copy with NaN/inf floats (and 0-d tensors holding them) as None, so the file is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Strict JSON (null, never NaN), written to a temp file and renamed."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default), encoding="utf-8")
+    tmp.write_text(json.dumps(strict_json(data), indent=2, default=_json_default, allow_nan=False), encoding="utf-8")
     tmp.replace(path)
 
 
@@ -70,7 +85,7 @@ def _json_default(obj: Any) -> Any:
 
 
 def json_line(record: dict[str, Any]) -> str:
-    return json.dumps(record, default=_json_default, allow_nan=True)
+    return json.dumps(strict_json(record), default=_json_default, allow_nan=False)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

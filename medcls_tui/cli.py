@@ -46,7 +46,7 @@ def main_callback(ctx: typer.Context,
         except ConfigError as err:
             fail(str(err))
         summary = run_training(resolved)
-        raise typer.Exit(1 if summary.get("status") == "failed" else 0)
+        raise typer.Exit(1 if summary.get("status") in ("failed", "diverged") else 0)
     from .app import MedclsApp
 
     MedclsApp(output_dir=output_dir, initial_preset=preset).run(mouse=not no_mouse)
@@ -125,7 +125,7 @@ def train(**kwargs: Any) -> None:
         summary = run_training(resolved, resume_dir)
     except (ConfigError, DataError, ValueError, FileNotFoundError, RuntimeError) as err:
         fail(str(err), code=1)
-    if summary.get("status") == "failed":
+    if summary.get("status") in ("failed", "diverged"):
         raise typer.Exit(1)
 
 

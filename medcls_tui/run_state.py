@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Iterable, Optional
 
-TERMINAL = ("finished", "early_stopped", "stopped", "failed")
+TERMINAL = ("finished", "early_stopped", "stopped", "failed", "diverged")
 MAX_POINTS = 240
 """Points per plotted line: plot build time grows with points (docs/TUI.md pitfalls)."""
 
@@ -234,6 +234,13 @@ class RunState:
             if per:
                 return dict(per)
         return dict(self.summary.get("val_auroc_per_class") or {})
+
+    @property
+    def excluded_classes(self) -> dict:
+        """{class: why its AUROC is undefined} of the latest validation (left out of the macro AUROC)."""
+        if self.epoch_log:
+            return dict(self.epoch_log[-1].metrics.get("val_auroc_excluded") or {})
+        return dict(self.summary.get("val_auroc_excluded") or {})
 
     @property
     def last_checkpoint(self) -> Optional[str]:

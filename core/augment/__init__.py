@@ -27,6 +27,12 @@ class BatchStrategy:
         logits = model(images)
         return criterion(logits, targets), logits
 
+    def begin_step(self) -> None:
+        """Called before the micro-batches of one optimizer step (again if an OOM retries the step)."""
+
+    def after_optimizer_step(self, model: nn.Module) -> None:
+        """Called after the model's optimizer step was taken (not after a skipped non-finite step)."""
+
     def modules(self) -> list[nn.Module]:
         """Extra trainable modules (moved to the device, saved in checkpoints)."""
         return []

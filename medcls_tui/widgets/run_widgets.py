@@ -11,9 +11,9 @@ from ..run_state import RunState, fmt_duration, fmt_value
 STATUS_STYLE = {
     "running": "bold green", "paused": "bold yellow", "stopping": "bold yellow", "loading": "bold cyan",
     "starting": "bold cyan", "finished": "bold green", "early_stopped": "bold green", "stopped": "bold yellow",
-    "failed": "bold red", "incomplete": "bold yellow",
+    "failed": "bold red", "diverged": "bold red", "incomplete": "bold yellow",
 }
-WARNING_STYLE = {"overfitting": "yellow", "underfitting": "yellow", "oom": "red", "nonfinite": "red",
+WARNING_STYLE = {"overfitting": "yellow", "underfitting": "yellow", "oom": "red", "nonfinite": "red", "diverged": "bold red",
                  "error": "bold red", "early_stop": "green"}
 
 
@@ -152,10 +152,12 @@ def class_auroc_text(state: RunState, ascii: bool = False, width: int = 12) -> T
         text.append("after the first validation", style="dim")
         return text
     name_w = min(16, max(len(str(c)) for c in per))
+    excluded = state.excluded_classes
     for name, value in per.items():
         text.append(f"{str(name)[:name_w]:<{name_w}} ")
         if value is None or value != value:
-            text.append("  n/a\n", style="dim")
+            why = excluded.get(name)
+            text.append(f"  n/a{': ' + why if why else ''} (not in mean)\n", style="dim")
             continue
         text.append(f"{value:.3f} ")
         filled = int(round(max(0.0, min(1.0, float(value))) * width))
