@@ -514,7 +514,7 @@ class Trainer:
                 self.warn("error", error)
         finally:
             if self.run_dir is not None:
-                summary = self._summary(time.time() - start, error)
+                summary = runs.strict_json(self._summary(time.time() - start, error))  # null, never NaN
                 runs.write_json_atomic(self.run_dir / runs.SUMMARY_FILE, summary)
             self.emit(RunFinished(status=self.status, run_dir=str(self.run_dir or ""), summary=summary, error=error))
             self.control.finished.set()
