@@ -8,6 +8,7 @@ linear-probe feature cache work for every architecture:
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Optional
 
@@ -167,6 +168,23 @@ def build_model(
 
 def supports_grad_checkpointing(model: Classifier) -> bool:
     return hasattr(model.backbone, "set_grad_checkpointing")
+
+
+@functools.lru_cache(maxsize=64)
+def layer_decay_depth(timm_name: str) -> Optional[int]:
+    """Exponent of the earliest layers' LR scale under layer-wise decay: the earliest group trains at
+    layer_decay ** depth x the LR. Uses timm's own grouping (as param_groups does), on a meta-device
+    model so nothing is allocated; None when timm cannot group the model."""
+    import timm
+    from timm.models import group_parameters
+
+    try:
+        with torch.device("meta"):
+            backbone = timm.create_model(timm_name, pretrained=False, num_classes=0)
+        layer_map = group_parameters(backbone, backbone.group_matcher(coarse=False), reverse=True)
+    except Exception:  # noqa: BLE001 - any model timm cannot group simply has no depth to report
+        return None
+    return max(layer_map.values()) if layer_map else None
 
 
 def param_groups(model: Classifier, weight_decay: float, layer_decay: Optional[float]) -> list[dict]:

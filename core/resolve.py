@@ -93,6 +93,9 @@ def resolve_config(
     _check_combinations(partial, sources, family, timm_name, warnings)
 
     filled = dict(merged)
+    if family not in tips.LAYER_DECAY_FAMILIES and filled.get("layer_decay") is not None:
+        filled["layer_decay"] = None  # config.yaml records what runs: no layer-wise decay
+        reasons["layer_decay"] = "ignored: layer-wise decay is for transformers/ConvNeXt, not CNNs"
 
     def fill(key: str, tip: Optional[tips.Tip] | Callable[[], Optional[tips.Tip]]) -> None:
         if filled.get(key) is not None:
@@ -113,7 +116,7 @@ def resolve_config(
     fill("img_size", tips.Tip(ds.get("img_size", 224), f"{ds_title}: {ds.get('img_size', 224)} px"))
     fill("lr", tips.lr_tip(family, mode))
     fill("weight_decay", tips.weight_decay_tip(family, mode))
-    fill("layer_decay", tips.layer_decay_tip(family, mode))
+    fill("layer_decay", lambda: tips.layer_decay_tip(family, mode, timm_name))
     fill("drop_path_rate", tips.drop_path_tip(timm_name, mode))
     gib = _vram(vram_gib, partial.device)
     fill("batch_size", lambda: _batch_tip(gib, mode, timm_name, partial.dataset, ds))
@@ -168,11 +171,11 @@ def _check_combinations(cfg: TrainConfig, sources: dict[str, str], family: str, 
     if cfg.dataset not in dataset_names():
         raise ConfigError(f"dataset: unknown dataset '{cfg.dataset}'. Allowed: {', '.join(dataset_names())}")
     if cfg.layer_decay is not None and family not in tips.LAYER_DECAY_FAMILIES:
-        raise ConfigError(
-            f"layer_decay: only for transformers/ConvNeXt ({', '.join(tips.LAYER_DECAY_FAMILIES)}); "
-            f"'{cfg.model}' is a CNN ({timm_name}). Remove layer_decay or pick a transformer"
-        )
-    if cfg.layer_decay is not None and cfg.mode == "linear_probe":
+        warnings.append(
+            f"layer_decay {cfg.layer_decay:g} is ignored: '{cfg.model}' is a CNN ({timm_name}) and layer-wise "
+            f"decay applies to transformers/ConvNeXt ({', '.join(tips.LAYER_DECAY_FAMILIES)}); every layer "
+            "trains at the full LR")
+    elif cfg.layer_decay is not None and cfg.mode == "linear_probe":
         warnings.append("layer_decay is ignored in linear_probe mode (only the head trains)")
     if cfg.multi_label and cfg.dataset in SINGLE_LABEL_DATASETS:
         raise ConfigError(
@@ -225,6 +228,24 @@ def format_config_table(resolved: ResolvedConfig) -> list[str]:
         if reason:
             line += f"  {reason}"
         lines.append(line)
+    scale = smallest_lr_scale_line(resolved.config)
+    if scale:
+        lines.append(scale)
     for w in resolved.warnings:
         lines.append(f"warning: {w}")
     return lines
+
+
+def smallest_lr_scale_line(cfg: TrainConfig) -> Optional[str]:
+    """What layer_decay means for this model: the earliest layers' share of the LR."""
+    from .models import layer_decay_depth
+
+    if cfg.mode != "full_finetune" or not cfg.layer_decay or cfg.layer_decay >= 1.0:
+        return None
+    timm_name = resolve_model_name(cfg.model)
+    depth = layer_decay_depth(timm_name)
+    if depth is None:
+        return None
+    scale = cfg.layer_decay ** depth
+    return (f"layer_decay {cfg.layer_decay:g} on {timm_name}: {depth + 1} LR levels, the earliest layers train at "
+            f"{scale:.2g} x the LR ({scale * (cfg.lr or 0):.2g})")

@@ -36,6 +36,8 @@ LR_TABLE = {
 
 # --- Layer-wise LR decay (transformers) -----------------------------------------------------
 LAYER_DECAY_TIP = 0.65
+"""The tips' value, written for 12-block ViTs (ViT-S/B, DeiT-S): the earliest layers get 0.65^12."""
+LAYER_DECAY_REFERENCE_DEPTH = 12
 LAYER_DECAY_FAMILIES = ("vit", "swin", "convnext")
 
 # --- Batch Size by GPU memory ---------------------------------------------------------------
@@ -178,10 +180,28 @@ def weight_decay_tip(family: str, mode: str) -> Tip:
                + (" (ConvNeXt is trained with the transformer recipe)" if family == "convnext" else ""))
 
 
-def layer_decay_tip(family: str, mode: str) -> Optional[Tip]:
+def layer_decay_for_depth(depth: Optional[int]) -> float:
+    """Per-model default: the decay whose smallest LR scale equals the tips' 0.65 on a 12-block ViT
+    (0.65^12 = 5.7e-3), so deep models are not frozen in practice (0.65 per block gives swin_base's
+    24 levels 3.2e-5). 12 levels -> 0.65, 24 -> 0.81, 37 -> 0.87: the 0.75-0.9 the literature uses
+    for deep models."""
+    if not depth or depth <= LAYER_DECAY_REFERENCE_DEPTH:
+        return LAYER_DECAY_TIP
+    return round(LAYER_DECAY_TIP ** (LAYER_DECAY_REFERENCE_DEPTH / depth), 3)
+
+
+def layer_decay_tip(family: str, mode: str, timm_name: Optional[str] = None) -> Optional[Tip]:
     if mode != "full_finetune" or family not in LAYER_DECAY_FAMILIES:
         return None
-    return Tip(LAYER_DECAY_TIP, "Transformers: layer-wise LR decay 0.65, earlier layers get smaller LR")
+    from .models import layer_decay_depth
+
+    depth = layer_decay_depth(timm_name) if timm_name else None
+    value = layer_decay_for_depth(depth)
+    if value == LAYER_DECAY_TIP:
+        return Tip(LAYER_DECAY_TIP, "Transformers: layer-wise LR decay 0.65, earlier layers get smaller LR")
+    return Tip(value, f"Transformers: layer-wise LR decay; 0.65 is for 12 blocks, {timm_name} has {depth} levels, "
+                      f"so {value} gives its first layers the same {LAYER_DECAY_TIP ** LAYER_DECAY_REFERENCE_DEPTH:.1e}"
+                      " of the LR")
 
 
 _SIZE_PATTERNS = [

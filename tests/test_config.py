@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from core.config import ConfigError, TrainConfig
+from core.models import resolve_model_name
 from core.resolve import format_config_table, resolve_config
 
 
@@ -68,7 +69,6 @@ def test_seed_yaml_shape_applies_only_to_its_mode(tmp_path):
     ({"mode": "probe"}, "mode:"),
     ({"augmentation": "cutmix"}, "augmentation: must be one of none, standard"),
     ({"model": "resnet_9000"}, "model: unknown model 'resnet_9000'"),
-    ({"model": "resnet50", "layer_decay": 0.65}, "layer_decay: only for transformers"),
     ({"dataset": "covidx", "data_dir": "/x", "multi_label": True}, "multi_label: 'covidx' is a single-label"),
     ({"dataset": "nih"}, "data_dir: --dataset nih needs --data_dir"),
     ({"label_smoothing": 1.5}, "label_smoothing: must be between 0 and 1"),
@@ -132,3 +132,30 @@ def test_detected_gpu_is_read_as_its_card_class(monkeypatch, reported_gib, card_
     detected = resolve_config(flags, vram_gib="detect")
     assert detected.config.batch_size == resolve_config(flags, vram_gib=card_gib).config.batch_size
     assert f"GPU memory {card_gib}GB" in detected.reasons["batch_size"]
+
+
+def test_layer_decay_default_gives_comparable_first_layer_scales():
+    """Issue 12.5: 0.65 per level where the tips say so (12-block ViTs); deeper models get the decay
+    that gives their earliest layers the same share of the LR, and --print-config shows that share."""
+    from core.models import layer_decay_depth
+    from core.resolve import format_config_table
+
+    reference = 0.65 ** 12
+    vit = resolve_config({"model": "vit_small_patch16"}, vram_gib=None)
+    assert vit.config.layer_decay == 0.65 and layer_decay_depth("vit_small_patch16_224") == 12
+    for model, depth in (("swin_base", 24), ("ConvNeXt", 19)):
+        cfg = resolve_config({"model": model}, vram_gib=None)
+        decay = cfg.config.layer_decay
+        assert 0.75 <= decay <= 0.9 and cfg.sources["layer_decay"] == "tip"
+        smallest = decay ** layer_decay_depth(resolve_model_name(model))
+        assert layer_decay_depth(resolve_model_name(model)) == depth
+        assert reference / 1.2 < smallest < reference * 1.2, (model, decay, smallest)
+        assert "0.65 is for 12 blocks" in cfg.reasons["layer_decay"]
+    table = "\n".join(format_config_table(resolve_config({"model": "swin_base", "layer_decay": 0.65}, vram_gib=None)))
+    assert "layer_decay 0.65 on swin_base_patch4_window7_224: 25 LR levels, the earliest layers train at 3.2e-05" in table
+
+
+def test_layer_decay_on_a_cnn_is_a_warning_and_ignored():
+    resolved = resolve_config({"model": "resnet50", "layer_decay": 0.65}, vram_gib=None)
+    assert resolved.config.layer_decay is None
+    assert any("layer_decay 0.65 is ignored" in w and "CNN" in w for w in resolved.warnings)

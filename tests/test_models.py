@@ -68,6 +68,9 @@ def test_layer_decay_groups_get_scaled_lr_at_step():
     scales = sorted({g["lr_scale"] for g in opt.param_groups})
     n_layers = len(model.backbone.blocks)  # embeddings at decay**n_blocks, final norm/head at scale 1
     assert scales[-1] == 1.0 and min(scales) == pytest.approx(0.5 ** n_layers)
+    # the depth --print-config and the layer-decay tip use is the one the optimizer groups get
+    from core.models import layer_decay_depth
+    assert min(scales) == pytest.approx(0.5 ** layer_decay_depth("vit_tiny_patch16_224"))
     for group in opt.param_groups:
         assert group["lr"] == pytest.approx(1e-3 * factor * group["lr_scale"])
     # The embedding group (earliest layer) gets the smallest LR.
