@@ -148,6 +148,10 @@ class TrainConfig(BaseModel):
     """Cap on optimizer steps per epoch (quick experiments, tests, benchmarks)."""
     log_every: int = 10
     """Steps between metrics.jsonl step records."""
+    checkpoint_every: Optional[int] = None
+    """Also write last.pt every N optimizer steps, so a kill loses at most N steps (default: time-based)."""
+    checkpoint_minutes: float = 10.0
+    """Without --checkpoint_every: write last.pt at least this often mid-epoch (0 = only at epoch end)."""
 
     @field_validator("mode", mode="before")
     @classmethod

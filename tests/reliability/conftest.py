@@ -53,3 +53,73 @@ def assert_one_line_error(done: subprocess.CompletedProcess, code: int = 2, *nee
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]
+
+
+TINY_ARGS = ("--dataset", "synthetic", "--model", "resnet18", "--img_size", "32", "--synthetic_size", "96",
+             "--batch_size", "8", "--log_every", "1", "--device", "cpu")
+
+
+class TrainProcess:
+    """`medcls train` in its own session (so a signal can go to its whole process group)."""
+
+    def __init__(self, tmp_path: Path, *args: str):
+        self.tmp_path = tmp_path
+        self.log = open(tmp_path / f"train-{len(list(tmp_path.glob('train-*.log')))}.log", "w+")
+        self.proc = subprocess.Popen(medcls_cmd("train", *args), cwd=tmp_path, env=child_env(tmp_path),
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")
+
+    def wait_for(self, condition, what: str, timeout: float = 180.0):
+        """Poll a condition on the run's files/output (not a sleep standing in for an event)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = condition()
+            if value:
+                return value
+            if self.proc.poll() is not None and not condition():
+                raise AssertionError(f"process ended (rc {self.proc.returncode}) before {what}:\n{self.output()[-3000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.output()[-3000:]}")
+
+    def finish(self, timeout: float = 180.0) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, 9)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=30)
+        self.log.close()
+
+
+@pytest.fixture
+def train_process(tmp_path):
+    """Factory of TrainProcess; every process (and its group) is killed at teardown."""
+    started: list[TrainProcess] = []
+
+    def start(*args: str) -> TrainProcess:
+        proc = TrainProcess(tmp_path, *args)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.close()
+
+
+def step_records(run_dir: Path) -> list[dict]:
+    from core.runs import read_metrics
+
+    return [r for r in read_metrics(run_dir, include_superseded=True) if r.get("event") == "Step"]
+
+
+def run_dir_of(output_dir: Path) -> Path | None:
+    dirs = [p for p in output_dir.iterdir() if p.is_dir()] if output_dir.is_dir() else []
+    return dirs[0] if len(dirs) == 1 else None
