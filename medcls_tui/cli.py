@@ -66,6 +66,9 @@ def resolve_from_cli(flags: dict[str, Any], extras: dict[str, Any]):
         except RunError as err:
             raise ConfigError(str(err)) from None
         data = load_yaml_file(resume_dir / "config.yaml") or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{resume_dir / 'config.yaml'}: expected a YAML mapping of config keys, "
+                              f"got {type(data).__name__}")
         base = {k: v for k, v in data.items() if k not in ("name", "description", "notes", "group", "tags")}
     resolved = resolve_config(flags, preset=extras.get("preset"), config_file=extras.get("config_file"), base=base)
     try:
@@ -227,9 +230,9 @@ def train(**kwargs: Any) -> None:
 
     try:
         summary = run_training(resolved, resume_dir)
-    except (ResumeError, RunLockedError) as err:
-        fail(str(err))  # the run folder is untouched: fix the command and run it again
-    except (ConfigError, DataError, ValueError, FileNotFoundError, RuntimeError, OSError) as err:
+    except (ResumeError, RunLockedError, ConfigError, DataError) as err:
+        fail(str(err))  # bad input found while setting up; nothing was written: fix it and run again
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
         fail(str(err).splitlines()[0] if str(err) else type(err).__name__, code=1)
     if summary.get("status") == "failed":
         raise typer.Exit(1)
@@ -240,9 +243,10 @@ def presets_list() -> None:
     """Built-in and user presets, grouped."""
     from core.presets import list_presets
 
-    for info in sorted(list_presets(), key=lambda i: (i.group, i.name)):
+    for info in sorted(list_presets(include_broken=True), key=lambda i: (i.group, i.name)):
         origin = "built-in" if info.builtin else str(info.path)
-        typer.echo(f"{info.group:<8} {info.name:<24} {info.description}  [{origin}]")
+        text = f"BROKEN: {info.error}" if info.error else info.description
+        typer.echo(f"{info.group:<8} {info.name:<24} {text}  [{origin}]")
 
 
 @presets_app.command("show")

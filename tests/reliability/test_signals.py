@@ -63,13 +63,15 @@ def test_stopped_run_resumes_to_the_end(tmp_path, train_process):
     import os
 
     out = tmp_path / "runs"
-    proc = train_process(*TINY_ARGS, "--epochs", "2", "--num_workers", "0", "--output_dir", str(out),
+    proc = train_process(*TINY_ARGS, "--epochs", "50", "--num_workers", "0", "--output_dir", str(out),
                          "--run_name", "r")
     run_dir = _started(proc, out)
     os.kill(proc.proc.pid, signal.SIGINT)
     assert proc.finish() == 0
-    stopped_at = read_summary(run_dir)["global_step"]
-    done = run_cli(tmp_path, "train", "--retrain", "r", "--output_dir", str(out), timeout=300)
+    stopped = read_summary(run_dir)
+    stopped_at = stopped["global_step"]
+    end = str(stopped["epochs_completed"] + 1)  # finish the epoch the signal interrupted
+    done = run_cli(tmp_path, "train", "--retrain", "r", "--output_dir", str(out), "--epochs", end, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = read_summary(run_dir)
     assert summary["status"] == "finished" and summary["global_step"] > stopped_at
