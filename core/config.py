@@ -393,6 +393,8 @@ def parse_yaml_text(raw: bytes | str, origin: str) -> Any:
     if isinstance(raw, bytes):
         if len(raw) > YAML_MAX_BYTES:
             raise ConfigError(f"{origin}: larger than {YAML_MAX_BYTES // 1000} kB; a config is a short YAML file")
+        if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            raise ConfigError(f"{origin}: UTF-16 text, not UTF-8; save it as UTF-8")
         if b"\x00" in raw:
             raise ConfigError(f"{origin}: binary file (NUL bytes), not YAML text; save it as UTF-8 YAML")
         try:
