@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,53 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+SPACE_MARGIN = 16 * 2**20
+"""Bytes kept free beyond the checkpoint itself (the summary and metrics still need to fit)."""
+
+
+class CheckpointSpaceError(RuntimeError):
+    """The checkpoint could not be written (full disk); the previous one is still in place."""
+
+
+def estimated_size(obj: Any) -> int:
+    """Bytes of every tensor in a (nested) checkpoint dict: what torch.save will roughly write."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(estimated_size(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(estimated_size(v) for v in obj)
+    return 64
+
+
 def save_atomic(obj: dict[str, Any], path: Path) -> None:
-    """Write to a temp file in the same folder, then rename: a crash never leaves half a checkpoint."""
+    """Write to a temp file in the same folder, then rename: a crash never leaves half a checkpoint.
+
+    Free space is checked first, and a failed write (ENOSPC, EFBIG) removes its temp file and
+    raises CheckpointSpaceError with one line, so the previous checkpoint stays the valid one.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    need = estimated_size(obj) + SPACE_MARGIN
+    free = shutil.disk_usage(path.parent).free
+    if free < need:
+        raise CheckpointSpaceError(f"checkpoint {path.name}: {path.parent} has {free / 2**20:.0f} MiB free, "
+                                   f"about {need / 2**20:.0f} MiB needed; the previous checkpoint is kept "
+                                   "(free space, or use another --output_dir, then --retrain)")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(err, RuntimeError) and not isinstance(err.__cause__ or err.__context__, OSError) \
+                and "write" not in str(err).lower() and "file" not in str(err).lower():
+            raise
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0][:160]
+        raise CheckpointSpaceError(f"checkpoint {path.name}: writing to {path.parent} failed ({reason}); "
+                                   "the previous checkpoint is kept") from None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

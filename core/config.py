@@ -18,6 +18,13 @@ MODES = ("linear_probe", "full_finetune")
 AUGMENTATIONS = ("none", "standard", "mixup", "xdomainmix", "pipmix", "xdomainmix+pipmix")
 LOSSES = ("auto", "ce", "bce", "focal", "asl")
 PRESET_META_KEYS = ("name", "description", "notes", "group", "tags")
+UPPER_BOUNDS = {"synthetic_size": 200_000, "img_size": 4096, "epochs": 100_000, "batch_size": 65_536,
+                "grad_accum_steps": 4096, "num_workers": 256, "log_every": 10**9, "checkpoint_every": 10**9}
+"""Sanity ceilings: a typo like --synthetic_size 1e20 is one error, not an out-of-memory hour later."""
+YAML_MAX_BYTES = 1_000_000
+YAML_MAX_NODES = 100_000
+"""Nodes a YAML file may expand to, aliases counted each time they are used (billion laughs)."""
+YAML_MAX_DEPTH = 64
 MODE_SECTIONS = MODES  # YAML sections like `full_finetune: {layer_decay: 0.65}`
 
 
@@ -28,7 +35,8 @@ class ConfigError(ValueError):
 class TrainConfig(BaseModel):
     """Every knob of a run. `None` means "fill from the tips for this model/mode/dataset"."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=False, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_assignment=False, protected_namespaces=(),
+                              allow_inf_nan=False)
 
     # --- model ---
     model: str = "resnet50"
@@ -156,6 +164,20 @@ class TrainConfig(BaseModel):
     """Cap on optimizer steps per epoch (quick experiments, tests, benchmarks)."""
     log_every: int = 10
     """Steps between metrics.jsonl step records."""
+    checkpoint_every: Optional[int] = None
+    """Also write last.pt every N optimizer steps, so a kill loses at most N steps (default: time-based)."""
+    checkpoint_minutes: float = 10.0
+    """Without --checkpoint_every: write last.pt at least this often mid-epoch (0 = only at epoch end)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, data: Any) -> Any:
+        """YAML `lr: true` must not train at 1.0: booleans are not numbers (pydantic would coerce)."""
+        if isinstance(data, dict):
+            for key, value in data.items():
+                if isinstance(value, bool) and key in NUMERIC_FIELDS:
+                    raise ValueError(f"{key}: must be a number, not a boolean (got {value})")
+        return data
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -199,6 +221,14 @@ class TrainConfig(BaseModel):
             val = getattr(self, key)
             if val is not None and val < 1:
                 raise ValueError(f"{key}: must be >= 1 (got {val})")
+        for key, top in UPPER_BOUNDS.items():
+            val = getattr(self, key)
+            if val is not None and val > top:
+                raise ValueError(f"{key}: must be at most {top} (got {val})")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every: must be >= 1 step (got {self.checkpoint_every})")
+        if self.checkpoint_minutes < 0:
+            raise ValueError(f"checkpoint_minutes: must be >= 0 (got {self.checkpoint_minutes})")
         if isinstance(self.batch_size, int) and self.batch_size < 1:
             raise ValueError(f"batch_size: must be >= 1 or 'auto' (got {self.batch_size})")
         if self.img_size is not None and self.img_size < 16:
@@ -236,6 +266,17 @@ class TrainConfig(BaseModel):
 
 
 FIELD_NAMES = tuple(TrainConfig.model_fields)
+
+
+def _is_numeric(annotation: Any) -> bool:
+    import typing
+
+    if annotation in (int, float):
+        return True
+    return any(_is_numeric(a) for a in typing.get_args(annotation))
+
+
+NUMERIC_FIELDS = frozenset(name for name, info in TrainConfig.model_fields.items() if _is_numeric(info.annotation))
 
 
 def field_doc(name: str) -> str:
@@ -345,16 +386,78 @@ def flatten_yaml_config(data: Any, origin: str) -> tuple[dict[str, Any], dict[st
 
 
 def load_yaml_file(path: str | Path) -> Any:
-    """Read YAML safely; a syntax error names the file and line."""
+    """Read YAML safely; any problem (syntax, encoding, size, alias bomb, depth) is one ConfigError
+    naming the file (and line where there is one)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        return yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = p.read_bytes()[:YAML_MAX_BYTES + 1]
+    except OSError as err:
+        raise ConfigError(f"{p}: cannot read ({err.strerror or err})") from None
+    return parse_yaml_text(raw, str(p))
+
+
+def parse_yaml_text(raw: bytes | str, origin: str) -> Any:
+    """safe_load with bounds: UTF-8 text only, at most YAML_MAX_BYTES, YAML_MAX_NODES after alias
+    expansion and YAML_MAX_DEPTH levels of nesting."""
+    if isinstance(raw, bytes):
+        if len(raw) > YAML_MAX_BYTES:
+            raise ConfigError(f"{origin}: larger than {YAML_MAX_BYTES // 1000} kB; a config is a short YAML file")
+        if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            raise ConfigError(f"{origin}: UTF-16 text, not UTF-8; save it as UTF-8")
+        if b"\x00" in raw:
+            raise ConfigError(f"{origin}: binary file (NUL bytes), not YAML text; save it as UTF-8 YAML")
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{origin}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+                              "save it as UTF-8") from None
+    else:
+        text = raw
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_yaml_size(node, origin)
+        return yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}{where}: invalid YAML ({getattr(err, 'problem', err)})") from None
+        problem = str(getattr(err, "problem", None) or err).splitlines()[0]
+        raise ConfigError(f"{origin}{where}: invalid YAML ({problem})") from None
+    except ConfigError:
+        raise
+    except RecursionError:
+        raise ConfigError(f"{origin}: nested too deeply (more than {YAML_MAX_DEPTH} levels)") from None
+    except (ValueError, TypeError, OverflowError) as err:  # e.g. a timestamp out of range
+        raise ConfigError(f"{origin}: invalid YAML value ({str(err).splitlines()[0][:120]})") from None
+
+
+def _check_yaml_size(root: Optional[yaml.Node], origin: str) -> None:
+    """Count nodes with aliases expanded (memoised per node, so the count itself is cheap)."""
+    if root is None:
+        return
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, children_done = stack.pop()
+        if depth > YAML_MAX_DEPTH:
+            raise ConfigError(f"{origin}: nested too deeply (more than {YAML_MAX_DEPTH} levels)")
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            sizes[id(node)] = 1
+            continue
+        children = ([c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode)
+                    else list(node.value))
+        if not children_done:
+            stack.append((node, depth, True))
+            stack.extend((c, depth + 1, False) for c in children if id(c) not in sizes)
+            continue
+        total = 1 + sum(sizes.get(id(c), 1) for c in children)
+        if total > YAML_MAX_NODES:
+            raise ConfigError(f"{origin}: expands to more than {YAML_MAX_NODES} values (YAML aliases "
+                              "used as a 'billion laughs'?); refused")
+        sizes[id(node)] = total
 
 
 def dump_config_yaml(config: TrainConfig, extra: Optional[dict[str, Any]] = None) -> str:

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import runs
+from . import resume, runs
 from .augment import BatchStrategy, build_strategy
-from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_atomic
+from .checkpoint import capture_rng, restore_rng, save_atomic
 from .config import ResolvedConfig, TrainConfig, dump_config_yaml
 from .data import DatasetBundle, load_dataset
 from .divergence import DivergenceGuard, divergence_advice
@@ -39,6 +39,7 @@ from .events import (
     TrainingWarning,
 )
 from .hardware import pick_device
+from .runlock import RunLock
 from .loader import Normalizer, TableDataset, epoch_batches, make_loader
 from .losses import build_loss
 from .metrics import batch_correct, classification_metrics, unscorable_classes
@@ -105,6 +106,10 @@ class Trainer:
         self.setup_warnings: list[str] = []
         self.stop_reason = ""
         """Why the loop ended early when early stopping did not say (divergence)."""
+        self._lock: Optional[RunLock] = None
+        """Held while this trainer may write the run folder (one writer per run)."""
+        self._last_checkpoint_time = time.monotonic()
+        self._started = time.time()
         """Found while setting up, before the run folder exists; logged with the config warnings."""
 
     # ------------------------------------------------------------------ events
@@ -243,13 +248,56 @@ class Trainer:
     def _open_run_dir(self) -> None:
         cfg = self.cfg
         if self.resume_dir is not None:
-            self.run_dir = self.resume_dir
+            self._open_resume_dir()
             return
         name = cfg.run_name or runs.default_run_name(cfg.model, cfg.dataset, cfg.mode)
         self.run_dir = runs.new_run_dir(cfg.output_dir, name)
+        self._lock = RunLock(self.run_dir).acquire()
         meta = {"name": self.run_dir.name, "group": "custom",
                 "description": f"resolved config of run {self.run_dir.name}"}
         (self.run_dir / runs.CONFIG_FILE).write_text(dump_config_yaml(cfg, meta), encoding="utf-8")
+
+    def _open_resume_dir(self) -> None:
+        """Lock, then check and load last.pt; run_dir is set (so anything is written) only once it fits."""
+        self._lock = RunLock(self.resume_dir).acquire()
+        state = resume.load_resume_state(self.resume_dir)
+        resume.check_classes(self.resume_dir, state, self.bundle.classes)
+        try:
+            self._restore(state)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
+            raise resume.model_mismatch(self.resume_dir, self.cfg.model, err) from None
+        self.run_dir = self.resume_dir
+        resume.clean_stale_tmp(self.run_dir)
+        self._log({"event": "Resumed", "global_step": self.pos.global_step, "epoch": self.pos.epoch,
+                   "step_in_epoch": self.pos.step_in_epoch})
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+
+    def write_abort_summary(self) -> None:
+        """Second interrupt: record that the run was aborted mid-step (no checkpoint), then unlock.
+
+        Called from the main thread while the training thread may still be inside torch; it only
+        writes summary.json (atomically) so `medcls runs` says what happened.
+        """
+        if self.run_dir is None:
+            return
+        summary = self._summary(time.time() - self._started, "aborted by a second interrupt: no checkpoint "
+                                "of the current step (resume continues from the last saved one)")
+        summary["status"] = "aborted"
+        runs.write_json_atomic(self.run_dir / runs.SUMMARY_FILE, summary)
+        self._release_lock()
+
+    def _periodic_checkpoint_due(self) -> bool:
+        """--checkpoint_every N steps, else every --checkpoint_minutes: bounds what a kill loses."""
+        if self.pos.step_in_epoch >= self.steps_per_epoch:
+            return False  # the epoch-end checkpoint follows right away
+        every = self.cfg.checkpoint_every
+        if every:
+            return self.pos.global_step % every == 0
+        minutes = self.cfg.checkpoint_minutes
+        return bool(minutes) and time.monotonic() - self._last_checkpoint_time >= minutes * 60
 
     def _write_skipped(self) -> None:
         if self.bundle.skipped:
@@ -296,11 +344,12 @@ class Trainer:
                                    f"{name} (if any) is kept", epoch=self.pos.epoch + 1)
             return None
         save_atomic(self._state(), path)
+        if name == "last.pt":
+            self._last_checkpoint_time = time.monotonic()
         self.emit(CheckpointSaved(path=str(path), reason=reason, epoch=self.pos.epoch, global_step=self.pos.global_step))
         return path
 
-    def _restore(self) -> None:
-        state = load_checkpoint(self.run_dir / runs.CHECKPOINT_DIR / "last.pt")
+    def _restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
@@ -487,10 +536,7 @@ class Trainer:
         try:
             self._setup()
             self._open_run_dir()
-            resumed = False
-            if self.resume_dir is not None and (self.run_dir / runs.CHECKPOINT_DIR / "last.pt").is_file():
-                self._restore()
-                resumed = True
+            resumed = self.resume_dir is not None
             self._write_skipped()
             notes = list(self.resolved.notes) + list(self.bundle.notes) + list(getattr(self.strategy, "notes", []))
             for w in [*self.resolved.warnings, *self.setup_warnings]:
@@ -510,14 +556,22 @@ class Trainer:
             failure = err
             error = f"{type(err).__name__}: {err}"
             if self.run_dir is not None:
-                (self.run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
-                self.warn("error", error)
+                with contextlib.suppress(OSError):  # a full disk must not hide the original error
+                    (self.run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+                with contextlib.suppress(OSError):
+                    self.warn("error", error)
         finally:
-            if self.run_dir is not None:
-                summary = runs.strict_json(self._summary(time.time() - start, error))  # null, never NaN
-                runs.write_json_atomic(self.run_dir / runs.SUMMARY_FILE, summary)
-            self.emit(RunFinished(status=self.status, run_dir=str(self.run_dir or ""), summary=summary, error=error))
-            self.control.finished.set()
+            try:
+                if self.run_dir is not None:
+                    summary = runs.strict_json(self._summary(time.time() - start, error))  # null, never NaN
+                    with contextlib.suppress(OSError):
+                        runs.write_json_atomic(self.run_dir / runs.SUMMARY_FILE, summary)
+                with contextlib.suppress(OSError):
+                    self.emit(RunFinished(status=self.status, run_dir=str(self.run_dir or ""), summary=summary,
+                                          error=error))
+            finally:
+                self._release_lock()
+                self.control.finished.set()
         if failure is not None and self.run_dir is None:
             raise failure  # nothing was written: bad data/config surfaces as the original error
         return summary
@@ -585,6 +639,8 @@ class Trainer:
                     return
                 if self.control.take_save_request():
                     self.save_checkpoint("last.pt", "save_now")
+                elif self._periodic_checkpoint_due():
+                    self.save_checkpoint("last.pt", "periodic")
                 if self._handle_pause_and_stop():
                     return
                 if self.pos.step_in_epoch >= self.steps_per_epoch:

@@ -47,10 +47,21 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool,
     return batches
 
 
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """Loader workers ignore Ctrl-C/SIGTERM/SIGHUP sent to the whole process group: the main
+    process decides how to stop, and a worker dying on the signal would fail the run instead.
+    (Workers still exit when the main process goes away: torch watches the parent.)"""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def make_loader(dataset: TableDataset, batches: list[list[int]], num_workers: int, pin_memory: bool) -> DataLoader:
     # An explicit generator keeps the DataLoader from drawing on the global RNG (exact resume).
     return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=pin_memory,
                       generator=torch.Generator().manual_seed(0),
+                      worker_init_fn=ignore_stop_signals if num_workers else None,
                       persistent_workers=False)
 
 

@@ -33,33 +33,50 @@ class PresetInfo:
     tags: list = field(default_factory=list)
     notes: str = ""
     values: dict = field(default_factory=dict)
+    error: str = ""
+    """Why a user preset file could not be read (listed as broken; never breaks the others)."""
 
 
 def _read(path: Path, builtin: bool) -> PresetInfo:
     flat, meta = flatten_yaml_config(load_yaml_file(path), str(path))
+    for key in ("name", "description", "notes", "group"):
+        if meta.get(key) is not None and not isinstance(meta[key], (str, int, float)):
+            raise ConfigError(f"{path}: '{key}' must be text (got {type(meta[key]).__name__})")
+    tags = meta.get("tags", []) or []
+    if not isinstance(tags, list) or not all(isinstance(t, (str, int, float)) for t in tags):
+        raise ConfigError(f"{path}: 'tags' must be a list of words like [cnn, fast] (got {tags!r:.60})")
     return PresetInfo(
         name=str(meta.get("name") or path.stem),
         path=path,
         builtin=builtin,
         description=str(meta.get("description", "")),
         group=str(meta.get("group", "custom")),
-        tags=list(meta.get("tags", []) or []),
+        tags=[str(t) for t in tags],
         notes=str(meta.get("notes", "") or "").strip(),
         values=flat,
     )
 
 
-def list_presets() -> list[PresetInfo]:
-    """Built-in presets first, then user presets (a user preset may shadow a built-in name)."""
+def list_presets(include_broken: bool = False) -> list[PresetInfo]:
+    """Built-in presets first, then user presets (a user preset may shadow a built-in name).
+
+    A user preset that cannot be read is skipped (or, with include_broken, listed with its error),
+    so one bad file never hides the others.
+    """
     found: list[PresetInfo] = []
     for folder, builtin in ((BUILTIN_DIR, True), (user_preset_dir(), False)):
-        if folder.is_dir():
-            for path in sorted(folder.glob("*.yaml")):
-                try:
-                    found.append(_read(path, builtin))
-                except ConfigError:
-                    if builtin:
-                        raise
+        try:
+            paths = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+        except OSError:
+            paths = []
+        for path in paths:
+            try:
+                found.append(_read(path, builtin))
+            except ConfigError as err:
+                if builtin:
+                    raise
+                if include_broken:
+                    found.append(PresetInfo(name=path.stem, path=path, builtin=False, group="broken", error=str(err)))
     return found
 
 
@@ -70,7 +87,12 @@ def find_preset(name_or_path: str) -> PresetInfo:
         if not p.is_file():
             raise ConfigError(f"preset: file not found: {p}")
         return _read(p, builtin=False)
-    matches = [info for info in list_presets() if info.name == name_or_path or info.path.stem == name_or_path]
+    everything = list_presets(include_broken=True)
+    matches = [info for info in everything if not info.error and (info.name == name_or_path
+                                                                  or info.path.stem == name_or_path)]
+    broken = [info for info in everything if info.error and info.path.stem == name_or_path]
+    if not matches and broken:
+        raise ConfigError(f"preset '{name_or_path}' is broken: {broken[0].error}")
     if not matches:
         names = ", ".join(sorted({i.name for i in list_presets()}))
         raise ConfigError(f"preset: unknown preset '{name_or_path}'. Available: {names} (or a path to a .yaml file)")

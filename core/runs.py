@@ -38,6 +38,7 @@ def new_run_dir(output_dir: str, run_name: str) -> Path:
     """Create a fresh run folder; an existing name gets a numeric suffix instead of being overwritten."""
     root = Path(output_dir)
     name = check_run_name(run_name)
+    check_output_dir(output_dir)
     path = root / name
     n = 1
     while path.exists():
@@ -45,6 +46,18 @@ def new_run_dir(output_dir: str, run_name: str) -> Path:
         path = root / f"{name}-{n}"
     (path / CHECKPOINT_DIR).mkdir(parents=True)
     return path
+
+
+def check_output_dir(output_dir: str) -> Path:
+    """--output_dir must be (or become) a folder: /dev/null or a file is one clear error."""
+    root = Path(output_dir).expanduser()
+    probe = root
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise RunError(f"output_dir: '{output_dir}' is not a folder ({probe} is a file or device); "
+                       "give a folder for the run folders")
+    return root
 
 
 def find_run_dir(run: str, output_dir: str = "runs") -> Path:
@@ -88,18 +101,39 @@ def json_line(record: dict[str, Any]) -> str:
     return json.dumps(strict_json(record), default=_json_default, allow_nan=False)
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """All records of metrics.jsonl; a torn last line (crash mid-write) is ignored."""
+def read_metrics(run_dir: Path, include_superseded: bool = False) -> list[dict[str, Any]]:
+    """Records of metrics.jsonl; a torn line (crash mid-write) is ignored.
+
+    Records written after the checkpoint a run was later resumed from describe steps that were
+    redone, so they are left out (unless include_superseded): epoch 1 appears once however many
+    times the run was killed during epoch 2.
+    """
     path = Path(run_dir) / METRICS_FILE
     out: list[dict[str, Any]] = []
     if not path.is_file():
         return out
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            out.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if not isinstance(record, dict):
+            continue
+        if record.get("event") == "Resumed" and not include_superseded:
+            out = _drop_superseded(out, record)
+        out.append(record)
     return out
+
+
+def _drop_superseded(records: list[dict[str, Any]], resumed: dict[str, Any]) -> list[dict[str, Any]]:
+    """Cut the records after the last last.pt save at the resumed global step (what the resume redoes)."""
+    step = resumed.get("global_step")
+    for i in range(len(records) - 1, -1, -1):
+        r = records[i]
+        if (r.get("event") == "CheckpointSaved" and r.get("global_step") == step
+                and str(r.get("path", "")).endswith("last.pt")):
+            return records[:i + 1]
+    return [r for r in records if not (isinstance(r.get("global_step"), int) and r["global_step"] > (step or 0))]
 
 
 @dataclass
@@ -117,17 +151,43 @@ class RunInfo:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
+    """summary.json as a dict; {} when missing, binary, not JSON or not an object (a broken file is data)."""
     path = Path(run_dir) / SUMMARY_FILE
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _number(value: Any) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return None
+    return float(value)
+
+
+def _count(value: Any) -> int:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def run_status(path: Path, summary: dict[str, Any]) -> str:
+    """running (a live process holds the lock), interrupted (its process is gone), else the summary's."""
+    from .runlock import LOCK_FILE, is_locked
+
+    if is_locked(path):
+        return "running"
+    if (path / LOCK_FILE).exists():  # left by a process that was killed mid-run
+        return "interrupted"
+    status = summary.get("status")
+    if isinstance(status, str) and status and status != "running":
+        return status[:20]
+    return "interrupted"
 
 
 def list_runs(output_dir: str = "runs") -> list[RunInfo]:
-    """Runs newest first; a run without summary.json is 'running' or was killed ('incomplete')."""
+    """Runs newest first; status 'running' only while the run's writer is alive (see run_status)."""
     root = Path(output_dir)
     if not root.is_dir():
         return []
@@ -137,13 +197,16 @@ def list_runs(output_dir: str = "runs") -> list[RunInfo]:
             continue
         s = read_summary(path)
         mtime = (path / CONFIG_FILE).stat().st_mtime
-        status = s.get("status") or ("incomplete" if (path / CHECKPOINT_DIR / "last.pt").exists() else "running")
+        monitor = s.get("monitor")
+        best_epoch = s.get("best_epoch")
         runs.append(RunInfo(
-            name=path.name, path=path, status=status, monitor=s.get("monitor"),
-            best_value=s.get("best_value"), best_epoch=s.get("best_epoch"),
-            epochs_completed=int(s.get("epochs_completed", 0) or 0),
+            name=path.name, path=path, status=run_status(path, s),
+            monitor=monitor if isinstance(monitor, str) else None,
+            best_value=_number(s.get("best_value")),
+            best_epoch=best_epoch if isinstance(best_epoch, int) and not isinstance(best_epoch, bool) else None,
+            epochs_completed=_count(s.get("epochs_completed")),
             date=time.strftime("%Y-%m-%d %H:%M", time.localtime(mtime)),
-            model=str(s.get("model", "")), dataset=str(s.get("dataset", "")),
+            model=str(s.get("model", ""))[:64], dataset=str(s.get("dataset", ""))[:64],
         ))
     runs.sort(key=lambda r: r.path.stat().st_mtime, reverse=True)
     return runs

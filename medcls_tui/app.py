@@ -89,6 +89,24 @@ class MedclsApp(App):
         self.set_interval(self.settings.refresh_interval, self.pump)
         if self.hardware is None:
             self.load_hardware()
+        self._install_stop_signals()
+
+    def _install_stop_signals(self) -> None:
+        """SIGTERM/SIGHUP (a killed tmux pane, `kill`, a closed SSH session): stop the run after the
+        current step with checkpoint and summary, then exit, like confirming quit."""
+        import signal
+
+        self._signals_installed: list = []
+        try:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(sig, self.request_graceful_exit)
+                self._signals_installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / no Unix signals
+            pass
+
+    def request_graceful_exit(self) -> None:
+        self.run_worker(self._stop_then_exit(), group="shutdown", exclusive=True)
 
     def list_presets(self) -> list:
         from core.presets import list_presets
@@ -296,7 +314,16 @@ class MedclsApp(App):
             self.pump()
         self.exit()
 
+    def _remove_stop_signals(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+            for sig in getattr(self, "_signals_installed", []):
+                loop.remove_signal_handler(sig)
+        except RuntimeError:
+            pass
+
     def on_unmount(self) -> None:
+        self._remove_stop_signals()
         # Any other way out (SIGHUP, app.exit() from code): ask the engine to stop at the next step
         # so the executor thread that Textual waits for ends promptly and still writes its summary.
         if self.session is not None and self.session.active:

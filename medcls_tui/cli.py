@@ -56,7 +56,7 @@ def resolve_from_cli(flags: dict[str, Any], extras: dict[str, Any]):
     """Flags + preset/config/retrain -> (ResolvedConfig, resume_dir or None). ConfigError on bad input."""
     from core.config import ConfigError, load_yaml_file
     from core.resolve import resolve_config
-    from core.runs import RunError, find_run_dir
+    from core.runs import RunError, check_output_dir, find_run_dir
 
     resume_dir = None
     base = None
@@ -66,21 +66,100 @@ def resolve_from_cli(flags: dict[str, Any], extras: dict[str, Any]):
         except RunError as err:
             raise ConfigError(str(err)) from None
         data = load_yaml_file(resume_dir / "config.yaml") or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{resume_dir / 'config.yaml'}: expected a YAML mapping of config keys, "
+                              f"got {type(data).__name__}")
         base = {k: v for k, v in data.items() if k not in ("name", "description", "notes", "group", "tags")}
     resolved = resolve_config(flags, preset=extras.get("preset"), config_file=extras.get("config_file"), base=base)
+    try:
+        check_output_dir(resolved.config.output_dir)
+    except RunError as err:
+        raise ConfigError(str(err)) from None
     return resolved, resume_dir
 
 
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+ABORT_EXIT_CODE = 130
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM/SIGHUP handlers that only record the signal: the first asks the engine to
+    stop after the current step (checkpoint + summary), a second one asks for an abort.
+
+    The handlers never raise KeyboardInterrupt: an interrupted `Thread.join` could let the main
+    thread exit while the training thread is inside torch, and the C++ runtime then aborts the
+    process ("terminate called without an active exception", no checkpoint, no summary).
+    """
+
+    def __init__(self, control, on_abort) -> None:
+        self.control = control
+        self.on_abort = on_abort
+        self.received: list[str] = []
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        import signal
+
+        self.received.append(signal.Signals(signum).name)
+        self.control.request_stop()
+        if len(self.received) >= 2:
+            self.on_abort()  # right here, so a stop that is finishing cannot race past the abort
+
+    def install(self) -> "_StopSignals":
+        import signal
+
+        if threading.current_thread() is threading.main_thread():
+            for name in STOP_SIGNALS:
+                sig = getattr(signal, name, None)
+                if sig is not None:
+                    self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+class _QuietOnBrokenTerminal:
+    """Event sink wrapper: once the terminal is gone (SIGHUP, closed pipe) printing stops
+    instead of failing the run; the run folder still records everything."""
+
+    def __init__(self, reporter) -> None:
+        self.reporter = reporter
+        self.broken = False
+
+    def __call__(self, event) -> None:
+        if not self.broken:
+            try:
+                self.reporter(event)
+            except (OSError, ValueError):  # EIO/EPIPE, or "I/O operation on closed file"
+                self.broken = True
+
+    def line(self, text: str) -> None:
+        if not self.broken:
+            try:
+                self.reporter.line(text)
+            except (OSError, ValueError):
+                self.broken = True
+
+
 def run_training(resolved, resume_dir=None, reporter=None) -> dict:
-    """Run the engine in a thread so Ctrl-C becomes a graceful stop (checkpoint + summary)."""
+    """Run the engine in a thread; the main thread only waits and turns signals into stop requests.
+
+    First SIGINT/SIGTERM/SIGHUP: stop after the current step with a checkpoint and `status: stopped`.
+    A second one: write `status: aborted` to summary.json and exit at once (code 130).
+    """
     from core.engine import Trainer
     from core.events import Control
 
     from .reporter import ConsoleReporter
 
     control = Control()
-    reporter = reporter or ConsoleReporter()
-    trainer = Trainer(resolved, on_event=reporter, control=control, resume_dir=resume_dir)
+    sink = _QuietOnBrokenTerminal(reporter or ConsoleReporter())
+    trainer = Trainer(resolved, on_event=sink, control=control, resume_dir=resume_dir)
     result: dict = {}
     errors: list[BaseException] = []
 
@@ -89,19 +168,44 @@ def run_training(resolved, resume_dir=None, reporter=None) -> dict:
             result.update(trainer.fit())
         except Exception as err:  # noqa: BLE001 - reported on the main thread
             errors.append(err)
+        finally:
+            control.finished.set()  # also when fit() failed before its own finally
 
+    signals = _StopSignals(control, lambda: _abort(trainer, sink)).install()
     thread = threading.Thread(target=target, name="medcls-train", daemon=True)
-    thread.start()
+    announced = 0
     try:
-        while thread.is_alive():
-            thread.join(0.2)
-    except KeyboardInterrupt:
-        reporter.line("interrupt: stopping after this step, saving checkpoint and summary (Ctrl-C again to abort)")
-        control.request_stop()
+        thread.start()
+        while not control.finished.wait(0.1):
+            if signals.received and not announced:
+                announced = 1
+                sink.line(f"{signals.received[0]}: stopping after this step, saving checkpoint and summary "
+                          "(Ctrl-C again to abort)")
         thread.join()
+    finally:
+        signals.restore()
     if errors:
         raise errors[0]
     return result
+
+
+def _abort(trainer, sink) -> None:
+    """Second signal: record the abort in summary.json, then leave without unwinding the training
+    thread (os._exit: the thread may be inside torch, and normal interpreter exit would abort)."""
+    try:
+        trainer.write_abort_summary()
+        sink.line("aborted: summary.json says so; resume from the last checkpoint with --retrain")
+    except Exception as err:  # noqa: BLE001 - leaving anyway; say why the summary is missing
+        sink.line(f"aborted: could not write the summary ({err})")
+    finally:
+        import os
+
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(ABORT_EXIT_CODE)
 
 
 @app.command("train", context_settings={"help_option_names": ["-h", "--help"]})
@@ -121,11 +225,16 @@ def train(**kwargs: Any) -> None:
         for line in format_config_table(resolved):
             typer.echo(line)
         raise typer.Exit(0)
+    from core.resume import ResumeError
+    from core.runlock import RunLockedError
+
     try:
         summary = run_training(resolved, resume_dir)
-    except (ConfigError, DataError, ValueError, FileNotFoundError, RuntimeError) as err:
-        fail(str(err), code=1)
-    if summary.get("status") in ("failed", "diverged"):
+    except (ResumeError, RunLockedError, ConfigError, DataError) as err:
+        fail(str(err))  # bad input found while setting up; nothing was written: fix it and run again
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
+        fail(str(err).splitlines()[0] if str(err) else type(err).__name__, code=1)
+    if summary.get("status") in ("failed", "diverged", "aborted"):
         raise typer.Exit(1)
 
 
@@ -134,9 +243,10 @@ def presets_list() -> None:
     """Built-in and user presets, grouped."""
     from core.presets import list_presets
 
-    for info in sorted(list_presets(), key=lambda i: (i.group, i.name)):
+    for info in sorted(list_presets(include_broken=True), key=lambda i: (i.group, i.name)):
         origin = "built-in" if info.builtin else str(info.path)
-        typer.echo(f"{info.group:<8} {info.name:<24} {info.description}  [{origin}]")
+        text = f"BROKEN: {info.error}" if info.error else info.description
+        typer.echo(f"{info.group:<8} {info.name:<24} {text}  [{origin}]")
 
 
 @presets_app.command("show")

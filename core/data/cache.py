@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -21,12 +23,16 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .base import ArrayTable, ProgressFn
+from .base import ArrayTable, DataError, ProgressFn
 from .decode import DecodeError, load_resized
 
 CACHE_VERSION = 1
 MANIFEST = "manifest.json"
 CHUNK = 256
+IMAGES_NAME_RE = re.compile(r"^images-[0-9a-f]{12}\.npy$")
+"""The only pixel-file names a manifest may name (what build_cache writes)."""
+FREE_SPACE_MARGIN = 64 * 2**20
+"""Bytes left free beyond the pixel file itself, so the manifest and the OS still fit."""
 """Images decoded per batch: bounds memory to CHUNK resized images however large the set."""
 
 
@@ -91,17 +97,47 @@ def _read_manifest(directory: Path) -> Optional[dict]:
         return None
     if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
         return None
+    files = data.get("files")
+    if not isinstance(files, list) or not all(
+            isinstance(f, list) and len(f) == 4 and isinstance(f[0], str) and isinstance(f[3], str) for f in files):
+        return None
     return data
 
 
+def confined_member(directory: Path, name: object) -> Optional[Path]:
+    """The cache file a manifest names, or None when the name could leave the cache folder.
+
+    A manifest is data anyone could have edited: only a plain file name of ours (`images-*.npy`,
+    no separators, no '..', no symlink pointing elsewhere) is accepted, so a cache never reads,
+    overwrites or deletes a file outside its own folder.
+    """
+    if not isinstance(name, str) or not IMAGES_NAME_RE.match(name):
+        return None
+    candidate = Path(directory) / name
+    try:
+        real_dir = Path(os.path.realpath(directory))
+        real = Path(os.path.realpath(candidate))
+    except (OSError, ValueError):
+        return None
+    if real.parent != real_dir:
+        return None
+    return candidate
+
+
 def _open_images(directory: Path, manifest: dict) -> Optional[np.ndarray]:
-    file = directory / str(manifest.get("images_file", ""))
-    size = int(manifest.get("img_size", 0))
+    file = confined_member(directory, manifest.get("images_file"))
+    try:
+        size = int(manifest.get("img_size", 0))
+        n_files = len(manifest["files"])
+    except (TypeError, ValueError, KeyError):
+        return None
+    if file is None:
+        return None
     try:
         images = np.load(file, mmap_mode="r")
     except (OSError, ValueError):
         return None
-    if images.dtype != np.uint8 or images.shape != (len(manifest["files"]), size, size):
+    if images.dtype != np.uint8 or images.shape != (n_files, size, size):
         return None
     return images
 
@@ -154,7 +190,7 @@ def build_cache(paths: Sequence[Path], directory: Path, size: int, root: Optiona
     directory.mkdir(parents=True, exist_ok=True)
     images_name = f"images-{uuid.uuid4().hex[:12]}.npy"
     tmp_images = directory / (images_name + ".tmp")
-    out = np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8, shape=(len(paths), size, size))
+    out = allocate_pixel_file(tmp_images, (len(paths), size, size))
     try:
         for i, row in reuse.items():
             if not status[i]:
@@ -187,10 +223,43 @@ def build_cache(paths: Sequence[Path], directory: Path, size: int, root: Optiona
         "files": [[k, s[0], s[1], st] for k, s, st in zip(keys, sigs, status)],
     }
     _write_json_atomic(directory / MANIFEST, manifest)
-    if old is not None and old.get("images_file") and old.get("images_file") != images_name:
-        _unlink(directory / str(old["images_file"]))  # open maps elsewhere keep their inode
+    if old is not None and old.get("images_file") != images_name:
+        stale = confined_member(directory, old.get("images_file"))
+        if stale is not None:
+            _unlink(stale)  # open maps elsewhere keep their inode
     images = np.load(directory / images_name, mmap_mode="r")
     return _result(directory, manifest, images, started, decoded=len(paths) - len(reuse), reused=len(reuse))
+
+
+class CacheSpaceError(DataError):
+    """Not enough free disk for the pixel cache; the message is one line saying how much is needed."""
+
+
+def allocate_pixel_file(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
+    """Create a uint8 .npy of `shape` with every block allocated on disk, then memory-map it.
+
+    A sparse memmap on a disk that fills up later kills the process with SIGBUS on first
+    write; allocating first turns a full disk into one clear error before anything is decoded.
+    """
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
+    nbytes = int(np.prod(shape))
+    need = nbytes + FREE_SPACE_MARGIN
+    free = shutil.disk_usage(path.parent).free
+    if free < need:
+        raise CacheSpaceError(f"pixel cache: {path.parent} has {free / 2**20:.0f} MiB free, the cache needs "
+                              f"{need / 2**20:.0f} MiB (free space or set --cache_dir to another disk)")
+    try:
+        with open(path, "wb") as fh:
+            np.lib.format.write_array_header_1_0(fh, header)
+            offset = fh.tell()
+            fh.flush()
+            if nbytes:
+                os.posix_fallocate(fh.fileno(), offset, nbytes)
+    except OSError as err:
+        _unlink(path)
+        raise CacheSpaceError(f"pixel cache: cannot allocate {nbytes / 2**20:.0f} MiB in {path.parent} "
+                              f"({err.strerror or err}); free space or set --cache_dir") from None
+    return np.lib.format.open_memmap(path, mode="r+")
 
 
 def _decode_one(path: Path, size: int) -> tuple[Optional[np.ndarray], str]:

@@ -35,6 +35,11 @@ SPLIT_VALUES = {"train": "train", "training": "train", "val": "val", "valid": "v
 
 def _columns(header: list[str], path: Path) -> dict[str, Optional[int]]:
     lowered = [h.strip().lower() for h in header]
+    known = {n for names in ALIASES.values() for n in names}
+    for name in known:
+        if lowered.count(name) > 1:
+            raise DataError(f"{path} line 1: column '{name}' appears {lowered.count(name)} times in the header; "
+                            "each column name must be unique")
     cols: dict[str, Optional[int]] = {}
     for key, names in ALIASES.items():
         cols[key] = next((lowered.index(n) for n in names if n in lowered), None)
@@ -46,18 +51,49 @@ def _columns(header: list[str], path: Path) -> dict[str, Optional[int]]:
 
 
 def read_rows(path: Path, multi_label: Optional[bool]) -> tuple[list[dict], bool]:
-    """Rows as dicts (path, labels, domain, patient, split, line) and whether the task is multi-label."""
+    """Rows as dicts (path, labels, domain, patient, split, line) and whether the task is multi-label.
+
+    Broken files (not UTF-8, a NUL byte, a field over the csv module's 131,072-character limit)
+    are one DataError naming the file and line.
+    """
+    try:
+        return _read_rows(path, multi_label)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+                        "save the table as UTF-8 csv") from None
+    except csv.Error as err:
+        line = getattr(err, "line_num", None)
+        raise DataError(f"{path}{f' line {line}' if line else ''}: unreadable csv ({err})") from None
+
+
+def _read_rows(path: Path, multi_label: Optional[bool]) -> tuple[list[dict], bool]:
     delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh, delimiter=delimiter)
-        header = next(reader, None)
+        try:
+            header = next(reader, None)
+        except csv.Error as err:
+            err.line_num = reader.line_num  # type: ignore[attr-defined]
+            raise
         if header is None:
             raise DataError(f"{path}: empty file (expected a header with path and label columns)")
         cols = _columns(header, path)
         rows = []
-        for line, row in enumerate(reader, start=2):
+        line = 1
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as err:
+                err.line_num = reader.line_num  # type: ignore[attr-defined]
+                raise
+            line = reader.line_num
             if not row or all(not c.strip() for c in row):
                 continue
+            if len(row) > len(header):
+                raise DataError(f"{path} line {line}: {len(row)} fields but the header has {len(header)} "
+                                "(a stray delimiter or an unquoted comma?)")
             cell = lambda key: row[cols[key]].strip() if cols[key] is not None and cols[key] < len(row) else ""  # noqa: E731
             if not cell("path"):
                 raise DataError(f"{path} line {line}: empty path")
@@ -80,6 +116,23 @@ def read_rows(path: Path, multi_label: Optional[bool]) -> tuple[list[dict], bool
     return rows, multi
 
 
+def drop_duplicate_rows(rows: list[dict], path: Path) -> tuple[list[dict], int]:
+    """One row per image path: exact repeats are dropped; the same path with other labels or in
+    another split is an error naming both lines (it would leak between train and val)."""
+    seen: dict[str, dict] = {}
+    kept = []
+    for r in rows:
+        first = seen.get(r["path"])
+        if first is None:
+            seen[r["path"]] = r
+            kept.append(r)
+            continue
+        if sorted(first["labels"]) != sorted(r["labels"]) or first["split"] != r["split"]:
+            raise DataError(f"{path} line {r['line']}: '{r['path']}' already appears on line {first['line']} "
+                            "with other labels or split; one image may have only one row")
+    return kept, len(rows) - len(kept)
+
+
 @register_index("csv")
 def build_index(config) -> SourceIndex:
     csv_arg = config.csv or config.label_file
@@ -92,6 +145,7 @@ def build_index(config) -> SourceIndex:
     if not root.is_dir():
         raise DataError(f"data_dir: folder not found: {root}")
     rows, multi = read_rows(path, config.multi_label)
+    rows, dropped = drop_duplicate_rows(rows, path)
     if not any(r["split"] == "val" for r in rows):
         for r in rows:
             if r["split"] == "train":
@@ -121,7 +175,9 @@ def build_index(config) -> SourceIndex:
                               where=f"{path}:{r['line']}"))
     return SourceIndex(name="csv", classes=classes, multi_label=multi, records=records, label_file=path,
                        root=root, notes=[f"csv labels: {path} ({len(rows)} rows, "
-                                         f"{'multi-label' if multi else 'single-label'}, {len(classes)} classes)"])
+                                         f"{'multi-label' if multi else 'single-label'}, {len(classes)} classes)"]
+                       + ([f"csv: {dropped} duplicated row(s) dropped (same path, labels and split), so no "
+                           "image is counted twice or lands in both train and val"] if dropped else []))
 
 
 @register_dataset("csv")

@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from ..run_state import fmt_value
 
-RESUMABLE = ("stopped", "incomplete", "failed")
+RESUMABLE = ("stopped", "incomplete", "interrupted", "aborted", "failed")
 
 
 def can_resume(status: str, has_checkpoint: bool) -> tuple[bool, str]:

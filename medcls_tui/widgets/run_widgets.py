@@ -11,7 +11,8 @@ from ..run_state import RunState, fmt_duration, fmt_value
 STATUS_STYLE = {
     "running": "bold green", "paused": "bold yellow", "stopping": "bold yellow", "loading": "bold cyan",
     "starting": "bold cyan", "finished": "bold green", "early_stopped": "bold green", "stopped": "bold yellow",
-    "failed": "bold red", "diverged": "bold red", "incomplete": "bold yellow",
+    "failed": "bold red", "diverged": "bold red", "incomplete": "bold yellow", "interrupted": "bold yellow",
+    "aborted": "bold red",
 }
 WARNING_STYLE = {"overfitting": "yellow", "underfitting": "yellow", "oom": "red", "nonfinite": "red", "diverged": "bold red",
                  "error": "bold red", "early_stop": "green"}

@@ -1,0 +1,89 @@
+"""`--retrain` safety: check the checkpoint before anything in the run folder is written.
+
+A resume that cannot start (no or broken `last.pt`, another model, other classes) must leave
+the finished run's record exactly as it was, and must never quietly train from scratch.
+"""
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import runs
+
+LAST = "last.pt"
+REQUIRED_KEYS = ("model", "optimizer", "scheduler", "scaler", "strategy", "strategy_modules", "early_stopping",
+                 "position", "micro_splits", "monitor", "rng")
+STALE_TMP_RE = re.compile(r"^\..+\.tmp\d*$")
+"""Temp names of save_atomic / write_json_atomic: left behind only by a killed write."""
+
+
+class ResumeError(ValueError):
+    """The run cannot be resumed; one line naming the run, the file and what is wrong."""
+
+
+def last_checkpoint(run_dir: Path) -> Path:
+    return Path(run_dir) / runs.CHECKPOINT_DIR / LAST
+
+
+def load_resume_state(run_dir: Path) -> dict[str, Any]:
+    """last.pt's content, or ResumeError saying why it cannot be used (read-only: writes nothing)."""
+    from .checkpoint import load_checkpoint
+
+    path = last_checkpoint(run_dir)
+    where = f"retrain {Path(run_dir).name}: {path}"
+    try:
+        st = os.stat(path)  # follows a symlink: its target is what would be read
+    except FileNotFoundError:
+        raise ResumeError(f"{where} is missing, so there is nothing to resume (start a new run without "
+                          "--retrain to train from scratch)") from None
+    except OSError as err:
+        raise ResumeError(f"{where} cannot be read ({err.strerror or err})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a device, pipe or socket)"
+        raise ResumeError(f"{where} is {kind}; expected the checkpoint file written by medcls")
+    if st.st_size == 0:
+        raise ResumeError(f"{where} is empty (0 bytes); the run cannot be resumed from it")
+    try:
+        state = load_checkpoint(path)
+    except Exception as err:  # noqa: BLE001 - any unpickling/zip failure means the same to the user
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ResumeError(f"{where} is corrupt or truncated ({type(err).__name__}: {first})") from None
+    if not isinstance(state, dict):
+        raise ResumeError(f"{where} is not a medcls checkpoint (holds a {type(state).__name__})")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise ResumeError(f"{where} is not a medcls checkpoint (missing {', '.join(missing)})")
+    return state
+
+
+def check_classes(run_dir: Path, state: dict[str, Any], classes: Sequence[str]) -> None:
+    saved = state.get("classes")
+    if saved is not None and list(saved) != list(classes):
+        raise ResumeError(f"retrain {Path(run_dir).name}: the checkpoint was trained on {len(saved)} classes "
+                          f"{list(saved)[:6]}, the data now has {len(classes)} {list(classes)[:6]}; "
+                          "use the same dataset and labels as the run")
+
+
+def model_mismatch(run_dir: Path, model: str, err: BaseException) -> ResumeError:
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    return ResumeError(f"retrain {Path(run_dir).name}: the checkpoint does not fit model '{model}' "
+                       f"({first}); resume with the run's own --model and --mode")
+
+
+def clean_stale_tmp(run_dir: Path) -> list[str]:
+    """Remove temp files of writes a kill interrupted (checkpoints/.last.pt.tmp123, .summary.json.tmp)."""
+    removed = []
+    for folder in (Path(run_dir), Path(run_dir) / runs.CHECKPOINT_DIR):
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            if STALE_TMP_RE.match(entry.name) and entry.is_file() and not entry.is_symlink():
+                try:
+                    entry.unlink()
+                    removed.append(entry.name)
+                except OSError:
+                    pass
+    return removed
