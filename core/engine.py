@@ -43,6 +43,7 @@ from .losses import build_loss
 from .metrics import batch_accuracy, classification_metrics
 from .models import build_model, build_optimizer, model_family, resolve_model_name, supports_grad_checkpointing
 from .monitor import TrainingMonitor
+from .pretrained import weights_note
 from .schedule import apply_lr, lr_factor
 from .transforms import build_train_transform
 
@@ -136,9 +137,14 @@ class Trainer:
                              f"({len(self.bundle.val)}) splits must both contain images")
         self.multi_label = self.bundle.multi_label
 
+        # A resume restores every weight from last.pt: no hub weights needed (or downloaded) for it.
+        resuming = self.resume_dir is not None and (self.resume_dir / runs.CHECKPOINT_DIR / "last.pt").is_file()
         self.model = build_model(self.timm_name, self.bundle.num_classes, cfg.mode, img_size=cfg.img_size,
-                                 drop_path_rate=cfg.drop_path_rate or 0.0, pretrained_path=cfg.pretrained_path,
-                                 grad_checkpointing=cfg.grad_checkpointing)
+                                 drop_path_rate=cfg.drop_path_rate or 0.0,
+                                 pretrained_path=None if resuming else cfg.pretrained_path,
+                                 pretrained=cfg.pretrained and not resuming,
+                                 grad_checkpointing=cfg.grad_checkpointing,
+                                 progress=lambda d, t, desc: self.on_event(DataProgress(done=d, total=t, description=desc)))
         if cfg.grad_checkpointing and not supports_grad_checkpointing(self.model):
             self.setup_warnings.append(f"{self.timm_name} does not support gradient checkpointing; running without it")
         use_cuda = self.device.type == "cuda"
@@ -438,8 +444,7 @@ class Trainer:
             notes = list(self.resolved.notes) + list(self.bundle.notes) + list(getattr(self.strategy, "notes", []))
             for w in [*self.resolved.warnings, *self.setup_warnings]:
                 self.warn("config", w)
-            if self.cfg.pretrained_path is None:
-                notes.append("random init: no --pretrained_path given (weights are never downloaded)")
+            notes.append(weights_note(self.cfg, self.timm_name))
             self.emit(RunStarted(
                 run_dir=str(self.run_dir), run_name=self.run_dir.name, config=self.cfg.model_dump(),
                 classes=list(self.bundle.classes), multi_label=self.multi_label, n_train=len(self.bundle.train),

@@ -45,7 +45,12 @@ def main_callback(ctx: typer.Context,
             resolved, _ = resolve_from_cli({"output_dir": output_dir}, {"preset": preset})
         except ConfigError as err:
             fail(str(err))
-        summary = run_training(resolved)
+        from core.pretrained import EXIT_CODE, PretrainedError
+
+        try:
+            summary = run_training(resolved)
+        except PretrainedError as err:
+            fail(str(err), code=EXIT_CODE)
         raise typer.Exit(1 if summary.get("status") == "failed" else 0)
     from .app import MedclsApp
 
@@ -110,6 +115,8 @@ def train(**kwargs: Any) -> None:
     """Train (headless). Every flag of spec/TRAINING_TIPS.md works; unset values come from the tips."""
     from core.config import ConfigError
     from core.data import DataError
+    from core.pretrained import EXIT_CODE as PRETRAINED_EXIT
+    from core.pretrained import PretrainedError
     from core.resolve import format_config_table
 
     flags, extras = split_kwargs(kwargs)
@@ -123,6 +130,8 @@ def train(**kwargs: Any) -> None:
         raise typer.Exit(0)
     try:
         summary = run_training(resolved, resume_dir)
+    except PretrainedError as err:
+        fail(str(err), code=PRETRAINED_EXIT)
     except (ConfigError, DataError, ValueError, FileNotFoundError, RuntimeError) as err:
         fail(str(err), code=1)
     if summary.get("status") == "failed":
