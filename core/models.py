@@ -126,6 +126,17 @@ def load_pretrained(backbone: nn.Module, path: str, timm_name: str = ""):
     return load_local_weights(backbone, path, timm_name)
 
 
+def check_pretrained_path(timm_name: str, path: str, img_size: Optional[int] = None, in_chans: int = 3) -> None:
+    """Load `path` into a throw-away backbone (global RNG untouched): a file that cannot be read or does
+    not fit is refused before any data work, with the same one-line PretrainedError as build_model."""
+    import timm
+
+    with torch.random.fork_rng(devices=[]):
+        backbone = timm.create_model(timm_name, pretrained=False, num_classes=0, in_chans=in_chans,
+                                     **_extra_kwargs(timm_name, img_size))
+        load_pretrained(backbone, path, timm_name)
+
+
 def build_model(
     timm_name: str,
     num_classes: int,

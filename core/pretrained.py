@@ -107,10 +107,11 @@ def _reporting_tqdm(progress: Progress, description: str):
 
     class ReportingTqdm(hf_tqdm):
         def update(self, n: float = 1) -> Optional[bool]:
-            shown = super().update(n)
+            # Own byte count: a disabled bar (HF_HUB_DISABLE_PROGRESS_BARS, no terminal) keeps self.n at 0.
+            self.reported = getattr(self, "reported", getattr(self, "n", 0) or 0) + (n or 0)
             if self.total:
-                progress(int(self.n) >> 20, max(1, int(self.total) >> 20), description)
-            return shown
+                progress(int(self.reported) >> 20, max(1, int(self.total) >> 20), description)
+            return super().update(n)
 
     return ReportingTqdm
 
@@ -149,17 +150,27 @@ def fetch_hub_weights(weights: HubWeights, progress: Optional[Progress] = None) 
     raise PretrainedError(unavailable_message(weights, cause))
 
 
-def create_pretrained_backbone(timm_name: str, in_chans: int = 3, progress: Optional[Progress] = None,
-                               **kwargs: Any) -> nn.Module:
-    """timm backbone with its default pretrained weights, loaded strictly, classifier removed."""
-    import timm
+def ensure_hub_weights(timm_name: str, progress: Optional[Progress] = None) -> HubWeights:
+    """The model's hub weights are in the cache (downloaded now if needed), or a PretrainedError.
 
+    The engine calls this before the data work, so a missing download fails in seconds, not after
+    an hour of decoding images.
+    """
     weights = hub_weights(timm_name)
     if weights is None:
         raise PretrainedError(
             f"pretrained: timm has no pretrained weights for {timm_name}. Pass --pretrained_path FILE with a "
             f"checkpoint of this architecture, or --no_pretrained to train from random weights on purpose")
     fetch_hub_weights(weights, progress)
+    return weights
+
+
+def create_pretrained_backbone(timm_name: str, in_chans: int = 3, progress: Optional[Progress] = None,
+                               **kwargs: Any) -> nn.Module:
+    """timm backbone with its default pretrained weights, loaded strictly, classifier removed."""
+    import timm
+
+    weights = ensure_hub_weights(timm_name, progress)
     try:
         # Default num_classes = the checkpoint's, so timm loads strictly: a missing or unexpected key fails
         # here instead of being skipped. The classifier goes afterwards; medcls adds its own head.
@@ -295,3 +306,24 @@ def weights_note(cfg: Any, timm_name: str) -> str:
         return "weights: random init (pretrained: false); the LR tips assume pretrained weights"
     weights = hub_weights(timm_name)
     return f"weights: timm pretrained {weights.describe() if weights else timm_name} from {hub_cache_dir()}"
+
+
+def seed_hub_cache(weights: HubWeights, state: Mapping[str, torch.Tensor], cache_dir: Optional[str | Path] = None,
+                   revision: str = "0" * 40) -> Path:
+    """Store a state dict in the HF cache layout timm reads (models--org--name/snapshots/REV/model.safetensors
+    plus refs/main), so an offline machine loads it as the hub weights. Used by the tests and bench."""
+    from safetensors.torch import save_file
+
+    if not weights.hf_hub_id:
+        raise PretrainedError(f"pretrained: {weights.model} weights are not on the Hugging Face hub")
+    repo = Path(cache_dir or hub_cache_dir()) / ("models--" + weights.hf_hub_id.split("@")[0].replace("/", "--"))
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(revision, encoding="utf-8")
+    path = snapshot / (weights.filename or "model.safetensors")
+    if path.suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save(dict(state), path)
+    return path
