@@ -237,8 +237,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not tensors:
         raise PretrainedError(f"pretrained_path: {path} holds no tensors (keys: {', '.join(map(str, list(state)[:5]))})")
     for prefix in PREFIXES:
-        if all(k.startswith(prefix) for k in tensors if not k.startswith("classifier.")):
-            tensors = {k.removeprefix(prefix): v for k, v in tensors.items()}
+        tensors = {k.removeprefix(prefix): v for k, v in tensors.items()}
     return tensors
 
 
