@@ -43,8 +43,12 @@ class TrainConfig(BaseModel):
     """Seed alias (vit_small_patch16, swin_base, ConvNeXt, ...) or any timm model name."""
     mode: Literal["linear_probe", "full_finetune"] = "full_finetune"
     """linear_probe: frozen backbone + BN/Linear head (SGD). full_finetune: all weights (AdamW)."""
+    pretrained: bool = True
+    """Start from timm's ImageNet weights for the model (Hugging Face cache, downloaded once; honours
+    HF_HOME / HF_HUB_OFFLINE). Off (--no_pretrained): random init, on purpose. The tips assume it is on."""
     pretrained_path: Optional[str] = None
-    """Local weights file (timm/torchvision state dict or .safetensors). Never downloaded."""
+    """Local weights instead of the hub: a .pth/.bin/.safetensors file or a timm/HF folder (model.safetensors,
+    pytorch_model.bin); every backbone tensor must match."""
     drop_path_rate: Optional[float] = None
     """Stochastic depth; tip: 0.1 small, 0.2 medium, 0.3 large models."""
     layer_decay: Optional[float] = None

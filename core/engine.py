@@ -43,9 +43,11 @@ from .runlock import RunLock
 from .loader import Normalizer, TableDataset, epoch_batches, make_loader
 from .losses import build_loss
 from .metrics import batch_correct, classification_metrics, unscorable_classes
-from .models import build_model, build_optimizer, model_family, resolve_model_name, supports_grad_checkpointing
+from .models import (build_model, build_optimizer, check_pretrained_path, model_family, resolve_model_name,
+                     supports_grad_checkpointing)
 from .monitor import TrainingMonitor
 from .precision import autocast_dtype
+from .pretrained import ensure_hub_weights, weights_note
 from .schedule import apply_lr, lr_factor
 from .transforms import build_train_transform
 
@@ -137,6 +139,15 @@ class Trainer:
         self.device = pick_device(cfg.device)
         self.timm_name = resolve_model_name(cfg.model)
         self.family = model_family(self.timm_name)
+        # A resume restores every weight from last.pt: no hub weights needed (or downloaded) for it.
+        resuming = self.resume_dir is not None and (self.resume_dir / runs.CHECKPOINT_DIR / "last.pt").is_file()
+        load_hub = cfg.pretrained and not cfg.pretrained_path and not resuming
+        # Weights before the data work: a missing download or a file that does not fit fails in seconds.
+        if load_hub:
+            ensure_hub_weights(self.timm_name, progress=lambda d, t, desc: self.on_event(
+                DataProgress(done=d, total=t, description=desc)))
+        elif cfg.pretrained_path and not resuming:
+            check_pretrained_path(self.timm_name, cfg.pretrained_path, img_size=cfg.img_size)
 
         self.bundle: DatasetBundle = load_dataset(
             cfg, progress=lambda d, t, desc: self.on_event(DataProgress(done=d, total=t, description=desc)))
@@ -146,7 +157,8 @@ class Trainer:
         self.multi_label = self.bundle.multi_label
 
         self.model = build_model(self.timm_name, self.bundle.num_classes, cfg.mode, img_size=cfg.img_size,
-                                 drop_path_rate=cfg.drop_path_rate or 0.0, pretrained_path=cfg.pretrained_path,
+                                 drop_path_rate=cfg.drop_path_rate or 0.0,
+                                 pretrained_path=None if resuming else cfg.pretrained_path, pretrained=load_hub,
                                  grad_checkpointing=cfg.grad_checkpointing)
         if cfg.grad_checkpointing and not supports_grad_checkpointing(self.model):
             self.setup_warnings.append(f"{self.timm_name} does not support gradient checkpointing; running without it")
@@ -541,8 +553,7 @@ class Trainer:
             notes = list(self.resolved.notes) + list(self.bundle.notes) + list(getattr(self.strategy, "notes", []))
             for w in [*self.resolved.warnings, *self.setup_warnings]:
                 self.warn("config", w)
-            if self.cfg.pretrained_path is None:
-                notes.append("random init: no --pretrained_path given (weights are never downloaded)")
+            notes.append(weights_note(self.cfg, self.timm_name))
             self.emit(RunStarted(
                 run_dir=str(self.run_dir), run_name=self.run_dir.name, config=self.cfg.model_dump(),
                 classes=list(self.bundle.classes), multi_label=self.multi_label, n_train=len(self.bundle.train),

@@ -9,7 +9,6 @@ linear-probe feature cache work for every architecture:
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import Optional
 
 import torch
@@ -121,25 +120,22 @@ def _extra_kwargs(timm_name: str, img_size: Optional[int]) -> dict:
     return {}
 
 
-def load_pretrained(backbone: nn.Module, path: str) -> tuple[list[str], list[str]]:
-    """Load a local state dict (torch or safetensors) into the backbone, ignoring classifier keys."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"pretrained_path: file not found: {p}")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
+def load_pretrained(backbone: nn.Module, path: str, timm_name: str = ""):
+    """Load a local checkpoint (file or timm/HF folder) into the backbone; see core.pretrained."""
+    from .pretrained import load_local_weights
 
-        state = load_file(str(p))
-    else:
-        state = torch.load(str(p), map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model", "model_state"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-    state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
-    head_names = ("fc.", "head.", "classifier.", "head.fc.", "last_linear.")
-    state = {k: v for k, v in state.items() if not k.startswith(head_names)}
-    result = backbone.load_state_dict(state, strict=False)
-    return list(result.missing_keys), list(result.unexpected_keys)
+    return load_local_weights(backbone, path, timm_name)
+
+
+def check_pretrained_path(timm_name: str, path: str, img_size: Optional[int] = None, in_chans: int = 3) -> None:
+    """Load `path` into a throw-away backbone (global RNG untouched): a file that cannot be read or does
+    not fit is refused before any data work, with the same one-line PretrainedError as build_model."""
+    import timm
+
+    with torch.random.fork_rng(devices=[]):
+        backbone = timm.create_model(timm_name, pretrained=False, num_classes=0, in_chans=in_chans,
+                                     **_extra_kwargs(timm_name, img_size))
+        load_pretrained(backbone, path, timm_name)
 
 
 def build_model(
@@ -151,16 +147,29 @@ def build_model(
     pretrained_path: Optional[str] = None,
     grad_checkpointing: bool = False,
     in_chans: int = 3,
+    pretrained: bool = False,
+    progress=None,
 ) -> Classifier:
-    """Create the timm backbone (random init unless a local file is given) and wrap it."""
+    """Create the timm backbone and wrap it.
+
+    Weights: `pretrained_path` (a local file or timm/HF folder) wins; else `pretrained` loads timm's
+    default weights through the Hugging Face cache (core.pretrained); else random init. The default
+    is random so helpers (advisor probes, tests) never touch the network; the engine passes the
+    config's `pretrained`.
+    """
     import timm
 
     kwargs = _extra_kwargs(timm_name, img_size)
     if drop_path_rate:
         kwargs["drop_path_rate"] = drop_path_rate
-    backbone = timm.create_model(timm_name, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
+    if pretrained and not pretrained_path:
+        from .pretrained import create_pretrained_backbone
+
+        backbone = create_pretrained_backbone(timm_name, in_chans=in_chans, progress=progress, **kwargs)
+    else:
+        backbone = timm.create_model(timm_name, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
     if pretrained_path:
-        load_pretrained(backbone, pretrained_path)
+        load_pretrained(backbone, pretrained_path, timm_name)
     if grad_checkpointing and hasattr(backbone, "set_grad_checkpointing"):
         backbone.set_grad_checkpointing(True)
     return Classifier(backbone, num_classes, linear_probe=(mode == "linear_probe"))

@@ -140,6 +140,7 @@ def resolve_config(
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err)) from None
     _check_resolved(config, multi_label, warnings)
+    _explain_weights(config, timm_name, family, sources, reasons, warnings)
     _check_registered(config)
     return ResolvedConfig(config=config, sources=sources, reasons=reasons, notes=notes, warnings=warnings)
 
@@ -187,8 +188,9 @@ def _check_combinations(cfg: TrainConfig, sources: dict[str, str], family: str, 
         raise ConfigError(f"data_dir: --dataset {cfg.dataset} needs --data_dir pointing at the downloaded data")
     if cfg.dataset == "csv" and not cfg.csv:
         raise ConfigError("csv: --dataset csv needs --csv FILE (columns: path, label[, domain, patient, split])")
-    if cfg.pretrained_path and not Path(cfg.pretrained_path).is_file():
-        raise ConfigError(f"pretrained_path: file not found: {cfg.pretrained_path} (weights load from a local file only)")
+    if cfg.pretrained_path and not Path(cfg.pretrained_path).expanduser().exists():
+        raise ConfigError(f"pretrained_path: file not found: {cfg.pretrained_path} (a .pth/.bin/.safetensors file "
+                          "or a timm/Hugging Face folder holding model.safetensors or pytorch_model.bin)")
     if cfg.grad_checkpointing and cfg.mode == "linear_probe":
         warnings.append("grad_checkpointing has no effect in linear_probe mode (the backbone runs without gradients)")
 
@@ -203,6 +205,27 @@ def _check_resolved(cfg: TrainConfig, multi_label: bool, warnings: list[str]) ->
                           "class's positives by pos_weight; focal and asl balance with focal_alpha / asl_gamma_*)")
     if cfg.augmentation in ("none",) and cfg.mixup_alpha > 0:
         warnings.append("mixup_alpha > 0 with augmentation none: plain input mixup is still applied")
+
+
+def _explain_weights(cfg: TrainConfig, timm_name: str, family: str, sources: dict[str, str],
+                     reasons: dict[str, str], warnings: list[str]) -> None:
+    """Say where the starting weights come from; warn when the tips' settings assume weights it lacks."""
+    from .pretrained import hub_weights
+
+    if cfg.pretrained_path:
+        reasons["pretrained"] = f"weights from pretrained_path {cfg.pretrained_path} (not the hub)"
+        if not cfg.pretrained:
+            warnings.append(f"pretrained is false but pretrained_path is set: weights load from {cfg.pretrained_path}")
+        return
+    if cfg.pretrained:
+        weights = hub_weights(timm_name)
+        where = weights.describe() if weights else "none: timm has no weights for this model"
+        reasons["pretrained"] = f"timm ImageNet weights, {where}; the tips assume a pretrained backbone"
+        return
+    reasons["pretrained"] = "random init on purpose; the spec's LR tips are for pretrained backbones"
+    scratch = tips.scratch_tip(family, cfg.mode, cfg.lr)
+    if scratch:
+        warnings.append(scratch)
 
 
 def _check_registered(cfg: TrainConfig) -> None:

@@ -252,6 +252,30 @@ def batch_tip(vram_gib: Optional[float], mode: str, timm_name: str, dataset: str
     return Tip(value, f"{reason}; {'lower end for a larger model' if value == low else 'upper end for a small model'}")
 
 
+# --- Random init (not in the spec: every table above assumes ImageNet-pretrained backbones) -----
+SCRATCH_MODE = "full_finetune"
+SCRATCH_LR = LR_TABLE["cnn"]["full_finetune"]
+"""From scratch every layer must learn: fine-tune all weights at the table's largest AdamW LR (1e-3)."""
+
+
+def scratch_tip(family: str, mode: str, lr: Optional[float]) -> Optional[str]:
+    """Warning for the tips' pretrained-only settings on a randomly initialised backbone, or None.
+
+    A linear probe trains a head on random features (it measures nothing), and the transformer
+    fine-tune LRs (5e-5) barely move random weights. The from-scratch setting suggested instead is
+    full fine-tune at LR 1e-3 with AdamW, or turning pretrained weights on.
+    """
+    fix = f"from scratch use --mode {SCRATCH_MODE} --lr {SCRATCH_LR:g} (AdamW), or --pretrained"
+    if mode == "linear_probe":
+        return (f"linear_probe on a randomly initialised backbone (pretrained: false) trains a head on random "
+                f"features; the linear-probe tips (LR 0.1, SGD) assume pretrained weights: {fix}")
+    if lr is not None and lr < SCRATCH_LR:
+        label = LR_TABLE.get(family, LR_TABLE["cnn"])["label"]
+        return (f"lr {lr:g} is a fine-tune LR for pretrained weights ({label}); on a randomly initialised "
+                f"backbone (pretrained: false) it barely trains: {fix}")
+    return None
+
+
 def augmentation_tip(scenario: str, mode: str) -> Tip:
     if mode == "linear_probe" and scenario == "single_domain":
         return Tip("none", "Linear probe: no augmentation, so backbone features are computed once and cached")

@@ -45,8 +45,13 @@ def main_callback(ctx: typer.Context,
             resolved, _ = resolve_from_cli({"output_dir": output_dir}, {"preset": preset})
         except ConfigError as err:
             fail(str(err))
-        summary = run_training(resolved)
-        raise typer.Exit(1 if summary.get("status") in ("failed", "diverged") else 0)
+        from core.pretrained import EXIT_CODE, PretrainedError
+
+        try:
+            summary = run_training(resolved)
+        except PretrainedError as err:
+            fail(str(err), code=EXIT_CODE)
+        raise typer.Exit(1 if summary.get("status") in ("failed", "diverged", "aborted") else 0)
     from .app import MedclsApp
 
     MedclsApp(output_dir=output_dir, initial_preset=preset).run(mouse=not no_mouse)
@@ -214,6 +219,8 @@ def train(**kwargs: Any) -> None:
     """Train (headless). Every flag of spec/TRAINING_TIPS.md works; unset values come from the tips."""
     from core.config import ConfigError
     from core.data import DataError
+    from core.pretrained import EXIT_CODE as PRETRAINED_EXIT
+    from core.pretrained import PretrainedError
     from core.resolve import format_config_table
 
     flags, extras = split_kwargs(kwargs)
@@ -230,6 +237,8 @@ def train(**kwargs: Any) -> None:
 
     try:
         summary = run_training(resolved, resume_dir)
+    except PretrainedError as err:
+        fail(str(err), code=PRETRAINED_EXIT)
     except (ResumeError, RunLockedError, ConfigError, DataError) as err:
         fail(str(err))  # bad input found while setting up; nothing was written: fix it and run again
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:

@@ -14,14 +14,15 @@ from core import tips
 from core.config import FIELD_NAMES, ConfigError, ResolvedConfig, field_doc
 from core.presets import PresetInfo, save_preset
 
-MAIN_FIELDS = ("dataset", "data_dir", "model", "mode", "epochs", "batch_size", "lr", "augmentation",
+MAIN_FIELDS = ("dataset", "data_dir", "model", "mode", "pretrained", "epochs", "batch_size", "lr", "augmentation",
                "early_stopping", "mixed_precision")
 """The settings the picker edits (issue 6); every other key comes from the preset or the tips."""
 TEXT_FIELDS = ("data_dir", "model", "epochs", "batch_size", "lr", "early_stopping")
-CHOICE_FIELDS = ("dataset", "mode", "augmentation", "mixed_precision")
+CHOICE_FIELDS = ("dataset", "mode", "augmentation", "pretrained", "mixed_precision")
+CHECKBOX_FIELDS = ("pretrained", "mixed_precision")
 GROUP_ORDER = ("dataset", "budget", "task", "custom")
 GROUP_TITLES = {"dataset": "By dataset", "budget": "By budget", "task": "By task", "custom": "Saved / custom"}
-EXPLAIN_KEYS = ("lr", "weight_decay", "batch_size", "grad_accum_steps", "model", "mode", "augmentation", "epochs",
+EXPLAIN_KEYS = ("pretrained", "lr", "weight_decay", "batch_size", "grad_accum_steps", "model", "mode", "augmentation", "epochs",
                 "warmup_epochs", "early_stopping", "drop_path_rate", "layer_decay", "img_size", "loss", "monitor",
                 "mixed_precision")
 IDENTITY_KEYS = ("model", "mode", "dataset", "data_dir", "csv", "label_file", "scenario", "synthetic_task",

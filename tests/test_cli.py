@@ -18,7 +18,7 @@ runner = CliRunner()
 REAL_DATASETS = ("nih", "covidx", "vinbigdata")
 # Make each spec command tiny: later flags win, so these override the spec's epochs/batch sizes.
 TINY_TAIL = ["--epochs", "1", "--img_size", "32", "--synthetic_size", "64", "--batch_size", "8",
-             "--max_steps_per_epoch", "2", "--num_workers", "0"]
+             "--max_steps_per_epoch", "2", "--num_workers", "0", "--no_pretrained"]
 
 
 def spec_commands() -> list[list[str]]:
@@ -129,7 +129,7 @@ def test_no_subcommand_without_tty_trains_the_preset_headless(tmp_path):
     tiny = tmp_path / "tiny.yaml"
     tiny.write_text("name: tiny\n" + "\n".join(f"{k}: {v}" for k, v in {
         "model": "resnet18", "img_size": 32, "synthetic_size": 64, "epochs": 1, "batch_size": 16,
-        "num_workers": 0}.items()))
+        "num_workers": 0, "pretrained": False}.items()))
     out = tmp_path / "runs"
     result = runner.invoke(app, ["--preset", str(tiny), "--output_dir", str(out)])
     assert result.exit_code == 0, result.output

@@ -38,7 +38,7 @@ def test_folder_run_writes_skipped_list(tmp_path):
     root = make_folder(tmp_path / "data")
     flags = {"dataset": "folder", "data_dir": str(root), "img_size": 32, "epochs": 1, "batch_size": 8,
              "model": "resnet18", "output_dir": str(tmp_path / "runs"), "num_workers": 0,
-             "cache_dir": str(tmp_path / "cache")}
+             "cache_dir": str(tmp_path / "cache"), "pretrained": False}
     trainer = Trainer(resolve_config(flags, vram_gib=None))
     summary = trainer.fit()
     assert summary["status"] == "finished" and summary["skipped_images"] == 2

@@ -94,6 +94,8 @@ def test_no_weight_decay_on_norms_biases_tokens():
 def test_pretrained_weights_load_from_local_file_only(tmp_path):
     from safetensors.torch import save_file
 
+    from core.pretrained import PretrainedError
+
     source = build_model("resnet18", 2, "full_finetune", img_size=32)
     state = {f"module.{k}": v for k, v in source.backbone.state_dict().items()}
     state["fc.weight"] = torch.zeros(1000, 512)  # an ImageNet head is ignored
@@ -103,7 +105,7 @@ def test_pretrained_weights_load_from_local_file_only(tmp_path):
         model = build_model("resnet18", 3, "full_finetune", img_size=32, pretrained_path=str(tmp_path / name))
         target = model.backbone.state_dict()
         assert all(torch.equal(v, target[k]) for k, v in source.backbone.state_dict().items())
-    with pytest.raises(FileNotFoundError, match="pretrained_path: file not found"):
+    with pytest.raises(PretrainedError, match="pretrained_path: file not found"):
         build_model("resnet18", 3, "full_finetune", pretrained_path=str(tmp_path / "missing.pth"))
 
 

@@ -31,6 +31,7 @@ TINY_PRESET = {
     "epochs": 2,
     "batch_size": 16,
     "num_workers": 0,
+    "pretrained": False,
     "run_name": "tiny-run",
 }
 SNAPSHOT_PRESETS = ("demo", "nih", "covidx", "low_budget", "quick_baseline")

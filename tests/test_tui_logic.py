@@ -94,7 +94,7 @@ def test_run_state_from_metrics_jsonl(tmp_path):
 
     flags = {"dataset": "synthetic", "model": "resnet18", "img_size": 32, "synthetic_size": 96, "epochs": 2,
              "batch_size": 16, "num_workers": 0, "output_dir": str(tmp_path), "run_name": "r", "log_every": 2,
-             "max_steps_per_epoch": 3}
+             "max_steps_per_epoch": 3, "pretrained": False}
     live = RunState()
     trainer = Trainer(resolve_config(flags, vram_gib=None), on_event=live.apply)
     trainer.fit()

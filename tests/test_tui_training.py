@@ -124,7 +124,7 @@ async def test_resume_unfinished_run_from_runs_screen(tmp_path):
 
     flags = {"dataset": "synthetic", "model": "resnet18", "img_size": 32, "synthetic_size": 120, "epochs": 2,
              "batch_size": 16, "num_workers": 0, "output_dir": str(tmp_path / "runs"), "run_name": "cut",
-             "max_steps_per_epoch": 3}
+             "max_steps_per_epoch": 3, "pretrained": False}
     control = Control()
     Trainer(resolve_config(flags, vram_gib=None), control=control,
             on_event=lambda e: control.request_stop() if isinstance(e, StepDone) and e.global_step == 4 else None
@@ -284,7 +284,7 @@ async def test_run_detail_reads_a_real_run(tmp_path):
 
     flags = {"dataset": "synthetic", "model": "resnet18", "img_size": 32, "synthetic_size": 96, "epochs": 2,
              "batch_size": 16, "num_workers": 0, "output_dir": str(tmp_path / "runs"), "run_name": "real",
-             "max_steps_per_epoch": 2, "log_every": 1}
+             "max_steps_per_epoch": 2, "log_every": 1, "pretrained": False}
     Trainer(resolve_config(flags, vram_gib=None)).fit()
     app = make_app(tmp_path / "runs")
     async with app.run_test(size=(80, 24)) as pilot:

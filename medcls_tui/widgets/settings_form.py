@@ -10,13 +10,14 @@ from textual.widgets import Checkbox, Input, Label, Select, Static
 
 from core.config import AUGMENTATIONS, MODES
 
-from ..picker_logic import MAIN_FIELDS, TEXT_FIELDS, FormModel, display_value
+from ..picker_logic import CHECKBOX_FIELDS, MAIN_FIELDS, TEXT_FIELDS, FormModel, display_value
 
 LABELS = {
     "dataset": "dataset", "data_dir": "data dir", "model": "model", "mode": "mode", "epochs": "epochs",
     "batch_size": "batch size", "lr": "LR", "augmentation": "augmentation", "early_stopping": "early stop",
-    "mixed_precision": "mixed precision",
+    "mixed_precision": "mixed precision", "pretrained": "pretrained",
 }
+CHECKBOX_TEXT = {"pretrained": "timm ImageNet weights", "mixed_precision": "bf16/fp16 on GPU"}
 
 
 class SettingsForm(VerticalScroll):
@@ -57,9 +58,8 @@ class SettingsForm(VerticalScroll):
                 elif key == "augmentation":
                     yield Select([(a, a) for a in AUGMENTATIONS], allow_blank=False, compact=True,
                                  id="field-augmentation", classes="field")
-                elif key == "mixed_precision":
-                    yield Checkbox("bf16/fp16 on GPU", value=True, compact=True, id="field-mixed_precision",
-                                   classes="field")
+                elif key in CHECKBOX_FIELDS:
+                    yield Checkbox(CHECKBOX_TEXT[key], value=True, compact=True, id=f"field-{key}", classes="field")
                 else:
                     suggester = SuggestFromList(self.models, case_sensitive=False) if key == "model" else None
                     yield Input(compact=True, id=f"field-{key}", classes="field", suggester=suggester,
@@ -87,11 +87,12 @@ class SettingsForm(VerticalScroll):
                     except Exception:  # noqa: BLE001 - an invalid typed value stays in the override only
                         pass
                 self._shown[key] = widget.value
-            box = self.query_one("#field-mixed_precision", Checkbox)
-            mp = form.overrides.get("mixed_precision", getattr(cfg, "mixed_precision", None) if cfg else None)
-            if mp is not None and bool(mp) != box.value:
-                box.value = bool(mp)
-            self._shown["mixed_precision"] = box.value
+            for key in CHECKBOX_FIELDS:
+                box = self.query_one(f"#field-{key}", Checkbox)
+                value = form.overrides.get(key, getattr(cfg, key, None) if cfg else None)
+                if value is not None and bool(value) != box.value:
+                    box.value = bool(value)
+                self._shown[key] = box.value
         self._armed = True
 
     def _placeholder(self, widget: Input, key: str, cfg, resolved) -> None:

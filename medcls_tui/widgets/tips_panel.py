@@ -29,6 +29,8 @@ def tips_text(preset: Optional[PresetInfo], rows: list[ExplainRow], dataset_titl
             head.append(f" — {preset.description}")
     if error:
         head.append(("\n" if head.plain else "") + error, style="bold red")
+    for warning in warnings or []:  # first, so a wrong setting is seen without scrolling
+        head.append(("\n" if head.plain else "") + f"warning: {warning}", style="yellow")
     if head.plain:
         parts.append(head)
     for row in rows:
@@ -39,8 +41,6 @@ def tips_text(preset: Optional[PresetInfo], rows: list[ExplainRow], dataset_titl
         if row.reason:  # hanging indent: wrapped reason lines stay under the reason
             parts.append(Padding(Text(row.reason, style="dim" if row.source == "default" else ""), (0, 0, 0, 2)))
     tail = Text()
-    for warning in warnings or []:
-        tail.append(f"warning: {warning}\n", style="yellow")
     if dataset_tips:
         tail.append(f"{dataset_title}\n", style="bold")
         for tip in dataset_tips:
