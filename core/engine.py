@@ -40,7 +40,7 @@ from .events import (
 from .hardware import pick_device
 from .loader import Normalizer, TableDataset, epoch_batches, make_loader
 from .losses import build_loss
-from .metrics import batch_accuracy, classification_metrics
+from .metrics import batch_correct, classification_metrics
 from .models import build_model, build_optimizer, model_family, resolve_model_name, supports_grad_checkpointing
 from .monitor import TrainingMonitor
 from .schedule import apply_lr, lr_factor
@@ -289,8 +289,9 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def _train_step(self, micro_batches: list, model_fn: nn.Module) -> tuple[float, float, int]:
-        """One optimizer step over the accumulated loader batches; returns (loss sum, correct, seen)."""
+    def _train_step(self, micro_batches: list, model_fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """One optimizer step over the accumulated loader batches; returns (loss sum, correct) as device
+        tensors and the number of images seen."""
         n_total = sum(int(b[1].shape[0]) for b in micro_batches)
         while True:
             try:
@@ -318,9 +319,13 @@ class Trainer:
                              f"(same effective batch {self.batch_size * self.cfg.grad_accum_steps})",
                       epoch=self.pos.epoch + 1)
 
-    def _accumulate(self, micro_batches, model_fn, n_total) -> tuple[float, float, int]:
+    def _accumulate(self, micro_batches, model_fn, n_total) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Returns (loss sum, correct) as device tensors, never read here: a host read per micro-batch
+        would sync the device and stall its queue (the loop reads both once per step)."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss_sum, correct, seen = 0.0, 0.0, 0
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        seen = 0
         for images, targets, domains in micro_batches:
             for x, y, d in zip(images.tensor_split(self.micro_splits), targets.tensor_split(self.micro_splits),
                                domains.tensor_split(self.micro_splits)):
@@ -335,11 +340,10 @@ class Trainer:
                     loss, logits = self.strategy.training_loss(model_fn, self.criterion, x, y, d, self.pos.global_step)
                 weight = y.shape[0] / n_total
                 self.scaler.scale(loss * weight).backward()
-                loss_value = float(loss.detach())
-                loss_sum += loss_value * y.shape[0]
-                acc = batch_accuracy(logits.detach(), y, self.multi_label)
-                if acc is not None:
-                    correct += acc * y.shape[0]
+                loss_sum += loss.detach().float() * y.shape[0]
+                hits = batch_correct(logits.detach(), y, self.multi_label)
+                if hits is not None:
+                    correct += hits
                 seen += int(y.shape[0])
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -501,7 +505,8 @@ class Trainer:
                 lr = apply_lr(self.optimizer, cfg.lr, lr_factor(self.pos.global_step, self.total_steps,
                                                                 self.warmup_steps, cfg.min_lr_ratio))
                 t0 = time.time()
-                loss_sum, correct, seen = self._train_step(group, model_fn)
+                loss_t, correct_t, seen = self._train_step(group, model_fn)
+                loss_sum, correct = torch.stack([loss_t, correct_t]).tolist()  # the step's one host read
                 group = []
                 self.pos.step_in_epoch += 1
                 self.pos.global_step += 1
@@ -518,8 +523,7 @@ class Trainer:
                 self.emit(StepDone(epoch=epoch + 1, step=self.pos.step_in_epoch, steps_per_epoch=self.steps_per_epoch,
                                    global_step=self.pos.global_step, total_steps=self.total_steps, loss=loss, lr=lr,
                                    images_per_sec=ips, elapsed_s=time.time() - start, eta_s=steps_left * step_time,
-                                   gpu_mem_gib=(torch.cuda.max_memory_allocated() / 2**30
-                                                if self.device.type == "cuda" else None)))
+                                   gpu_mem_gib=self._gpu_mem_gib()))
                 if self.pos.global_step % cfg.log_every == 0:
                     self._log({"event": "Step", "epoch": epoch + 1, "global_step": self.pos.global_step,
                                "loss": loss, "lr": lr, "images_per_sec": ips, "step_time_s": time.time() - t0})
@@ -538,6 +542,14 @@ class Trainer:
             if self._end_epoch(epoch, start, cached_val):
                 return
         self.status = "finished" if self.status == "running" else self.status
+
+    def _gpu_mem_gib(self) -> Optional[float]:
+        """Peak GPU memory, asked of the allocator once per log interval rather than every step."""
+        if self.device.type != "cuda":
+            return None
+        if self.pos.global_step % self.cfg.log_every == 0 or getattr(self, "_last_gpu_mem", None) is None:
+            self._last_gpu_mem = torch.cuda.max_memory_allocated(self.device) / 2**30
+        return self._last_gpu_mem
 
     def _handle_pause_and_stop(self) -> bool:
         """True when the loop must end now (stop requested); waits here while paused."""

@@ -50,8 +50,11 @@ def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, classes:
     return out
 
 
-def batch_accuracy(logits: torch.Tensor, targets: torch.Tensor, multi_label: bool) -> float | None:
-    """Training accuracy for the overfitting monitor (hard single-label targets only)."""
+def batch_correct(logits: torch.Tensor, targets: torch.Tensor, multi_label: bool) -> torch.Tensor | None:
+    """Correct predictions in a batch, as a device tensor (hard single-label targets only).
+
+    Stays on the device so the training loop can sum it over micro-batches and read it once per step.
+    """
     if multi_label or targets.ndim != 1:
         return None
-    return float((logits.argmax(-1) == targets).float().mean())
+    return (logits.argmax(-1) == targets).sum()
