@@ -176,7 +176,7 @@ class Trainer:
         self.val_ds = TableDataset(self.bundle.val, None, cfg.seed)
         self.num_workers = cfg.num_workers if cfg.num_workers is not None else self._default_workers()
         self.cache_features = (cfg.mode == "linear_probe" and self.transform is None
-                               and type(self.strategy) is BatchStrategy)
+                               and type(self.strategy) is BatchStrategy and cfg.feature_cache)
         n_batches = len(epoch_batches(len(self.train_ds), self.batch_size, cfg.seed, 0, True, self._drop_last()))
         steps = math.ceil(n_batches / cfg.grad_accum_steps)
         if cfg.max_steps_per_epoch:
@@ -424,6 +424,36 @@ class Trainer:
         self.model.train()
         return torch.cat(feats), torch.cat(targets), torch.cat(domains)
 
+    def _probe_features(self, dataset: TableDataset, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A split's frozen-backbone features: read from the disk cache when an earlier run (or epoch)
+        with the same model, weights, pixels and size made them, else computed once and stored."""
+        from .feature_cache import FeatureCache, FeatureKey, feature_dir, pixels_digest, weights_digest
+
+        cfg = self.cfg
+        cache = FeatureCache(feature_dir(cfg.data_dir, cfg.cache_dir, cfg.output_dir))
+        if getattr(self, "_weights_digest", None) is None:
+            self._weights_digest = weights_digest(self.model.backbone)
+        key = FeatureKey(model=self.timm_name, weights=self._weights_digest, img_size=int(cfg.img_size or 0),
+                         amp_dtype=str(self.amp_dtype), pixels=pixels_digest(dataset.table))
+        feats = cache.load(key, len(dataset))
+        if feats is not None:
+            table = dataset.table
+            targets = torch.as_tensor(np.asarray(table.targets),
+                                      dtype=torch.float32 if dataset.multi_label_targets else torch.int64)
+            self.on_event(DataProgress(done=len(dataset), total=len(dataset),
+                                       description=f"{split} features read from the feature cache"))
+            self._log({"event": "FeatureCache", "split": split, "hit": True, "path": str(cache.path(key))})
+            return feats.to(self.device), targets.to(self.device), torch.as_tensor(table.domains, dtype=torch.int64)
+        feats, targets, domains = self._extract_features(dataset, f"caching {split} features (frozen backbone)")
+        try:
+            path = str(cache.save(key, feats))
+        except OSError as err:
+            path = None
+            self.warn("data", f"feature cache: could not write to {cache.directory} ({err}); "
+                              "features are kept in memory for this run only")
+        self._log({"event": "FeatureCache", "split": split, "hit": False, "path": path})
+        return feats, targets, domains
+
     # ------------------------------------------------------------------ main loop
     def fit(self) -> dict:
         """Train to the end (or stop/early stop); returns summary.json's content."""
@@ -475,9 +505,9 @@ class Trainer:
         model_fn: nn.Module = self.model
         cached_train = cached_val = None
         if self.cache_features:
-            f, t, d = self._extract_features(self.train_ds, "caching train features (frozen backbone)")
+            f, t, d = self._probe_features(self.train_ds, "train")
             cached_train = (f, t, d)
-            fv, tv, _ = self._extract_features(self.val_ds, "caching val features")
+            fv, tv, _ = self._probe_features(self.val_ds, "val")
             cached_val = (fv, tv)
             model_fn = _HeadOnly(self.model)
         if getattr(self, "_rng_state", None) is not None:
