@@ -147,6 +147,10 @@ class Trainer:
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.train_model: nn.Module = self.model
+        """What the training step calls: the compiled wrapper with --compile (checkpoints keep self.model)."""
+        if cfg.compile:
+            self.train_model = torch.compile(self.model)
         pcfg = getattr(self.model.backbone, "pretrained_cfg", {}) or {}
         self.normalize = Normalizer(pcfg.get("mean", (0.485, 0.456, 0.406)), pcfg.get("std", (0.229, 0.224, 0.225)),
                                     self.device, self.channels_last)
@@ -502,7 +506,7 @@ class Trainer:
     def _loop(self, start: float) -> None:
         cfg = self.cfg
         self.model.train()
-        model_fn: nn.Module = self.model
+        model_fn: nn.Module = self.train_model
         cached_train = cached_val = None
         if self.cache_features:
             f, t, d = self._probe_features(self.train_ds, "train")
