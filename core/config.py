@@ -57,6 +57,8 @@ class TrainConfig(BaseModel):
     """Trade compute for memory where the timm model supports it."""
     channels_last: Optional[bool] = None
     """NHWC memory format; default on for CNNs on CUDA."""
+    compile: bool = False
+    """torch.compile the model: slower start (compiling), then faster steps on a GPU; off by default."""
 
     # --- data ---
     dataset: str = "synthetic"
@@ -84,6 +86,9 @@ class TrainConfig(BaseModel):
     """Number of phantom images (train+val+test)."""
     cache_dir: Optional[str] = None
     """Where the resized pixel cache lives (default: <data_dir>/.medcls_cache)."""
+    feature_cache: bool = True
+    """Linear probe without augmentation: run the frozen backbone once and keep its features on disk
+    (keyed by model, weights, data and size) for the next epochs and later runs; off runs it every epoch."""
     num_workers: Optional[int] = None
     """DataLoader worker processes; default 0 for in-memory data, else up to 8."""
 

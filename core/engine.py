@@ -168,6 +168,10 @@ class Trainer:
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.train_model: nn.Module = self.model
+        """What the training step calls: the compiled wrapper with --compile (checkpoints keep self.model)."""
+        if cfg.compile:
+            self.train_model = torch.compile(self.model)
         pcfg = getattr(self.model.backbone, "pretrained_cfg", {}) or {}
         self.normalize = Normalizer(pcfg.get("mean", (0.485, 0.456, 0.406)), pcfg.get("std", (0.229, 0.224, 0.225)),
                                     self.device, self.channels_last)
@@ -192,7 +196,7 @@ class Trainer:
         self.val_ds = TableDataset(self.bundle.val, None, cfg.seed)
         self.num_workers = cfg.num_workers if cfg.num_workers is not None else self._default_workers()
         self.cache_features = (cfg.mode == "linear_probe" and self.transform is None
-                               and type(self.strategy) is BatchStrategy)
+                               and type(self.strategy) is BatchStrategy and cfg.feature_cache)
         n_batches = len(epoch_batches(len(self.train_ds), self.batch_size, cfg.seed, 0, True, self._drop_last()))
         steps = math.ceil(n_batches / cfg.grad_accum_steps)
         if cfg.max_steps_per_epoch:
@@ -538,6 +542,36 @@ class Trainer:
         self.model.train()
         return torch.cat(feats), torch.cat(targets), torch.cat(domains)
 
+    def _probe_features(self, dataset: TableDataset, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A split's frozen-backbone features: read from the disk cache when an earlier run (or epoch)
+        with the same model, weights, pixels and size made them, else computed once and stored."""
+        from .feature_cache import FeatureCache, FeatureKey, feature_dir, pixels_digest, weights_digest
+
+        cfg = self.cfg
+        cache = FeatureCache(feature_dir(cfg.data_dir, cfg.cache_dir, cfg.output_dir))
+        if getattr(self, "_weights_digest", None) is None:
+            self._weights_digest = weights_digest(self.model.backbone)
+        key = FeatureKey(model=self.timm_name, weights=self._weights_digest, img_size=int(cfg.img_size or 0),
+                         amp_dtype=str(self.amp_dtype), pixels=pixels_digest(dataset.table))
+        feats = cache.load(key, len(dataset))
+        if feats is not None:
+            table = dataset.table
+            targets = torch.as_tensor(np.asarray(table.targets),
+                                      dtype=torch.float32 if dataset.multi_label_targets else torch.int64)
+            self.on_event(DataProgress(done=len(dataset), total=len(dataset),
+                                       description=f"{split} features read from the feature cache"))
+            self._log({"event": "FeatureCache", "split": split, "hit": True, "path": str(cache.path(key))})
+            return feats.to(self.device), targets.to(self.device), torch.as_tensor(table.domains, dtype=torch.int64)
+        feats, targets, domains = self._extract_features(dataset, f"caching {split} features (frozen backbone)")
+        try:
+            path = str(cache.save(key, feats))
+        except OSError as err:
+            path = None
+            self.warn("data", f"feature cache: could not write to {cache.directory} ({err}); "
+                              "features are kept in memory for this run only")
+        self._log({"event": "FeatureCache", "split": split, "hit": False, "path": path})
+        return feats, targets, domains
+
     # ------------------------------------------------------------------ main loop
     def fit(self) -> dict:
         """Train to the end (or stop/early stop); returns summary.json's content."""
@@ -590,12 +624,12 @@ class Trainer:
     def _loop(self, start: float) -> None:
         cfg = self.cfg
         self.model.train()
-        model_fn: nn.Module = self.model
+        model_fn: nn.Module = self.train_model
         cached_train = cached_val = None
         if self.cache_features:
-            f, t, d = self._extract_features(self.train_ds, "caching train features (frozen backbone)")
+            f, t, d = self._probe_features(self.train_ds, "train")
             cached_train = (f, t, d)
-            fv, tv, _ = self._extract_features(self.val_ds, "caching val features")
+            fv, tv, _ = self._probe_features(self.val_ds, "val")
             cached_val = (fv, tv)
             model_fn = _HeadOnly(self.model)
         if getattr(self, "_rng_state", None) is not None:
@@ -641,8 +675,7 @@ class Trainer:
                 self.emit(StepDone(epoch=epoch + 1, step=self.pos.step_in_epoch, steps_per_epoch=self.steps_per_epoch,
                                    global_step=self.pos.global_step, total_steps=self.total_steps, loss=loss, lr=lr,
                                    images_per_sec=ips, elapsed_s=time.time() - start, eta_s=steps_left * step_time,
-                                   gpu_mem_gib=(torch.cuda.max_memory_allocated() / 2**30
-                                                if self.device.type == "cuda" else None)))
+                                   gpu_mem_gib=self._gpu_mem_gib()))
                 if self.pos.global_step % cfg.log_every == 0:
                     self._log({"event": "Step", "epoch": epoch + 1, "global_step": self.pos.global_step,
                                "loss": loss, "lr": lr, "images_per_sec": ips, "step_time_s": time.time() - t0})
@@ -676,6 +709,14 @@ class Trainer:
         self.status = "diverged"
         self.warn("diverged", self.stop_reason, epoch=epoch + 1)
         return True
+
+    def _gpu_mem_gib(self) -> Optional[float]:
+        """Peak GPU memory, asked of the allocator once per log interval rather than every step."""
+        if self.device.type != "cuda":
+            return None
+        if self.pos.global_step % self.cfg.log_every == 0 or getattr(self, "_last_gpu_mem", None) is None:
+            self._last_gpu_mem = torch.cuda.max_memory_allocated(self.device) / 2**30
+        return self._last_gpu_mem
 
     def _handle_pause_and_stop(self) -> bool:
         """True when the loop must end now (stop requested); waits here while paused."""
