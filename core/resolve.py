@@ -20,7 +20,7 @@ from .config import (
     load_yaml_file,
     validate_layer,
 )
-from .models import ModelNameError, model_family, resolve_model_name
+from .model_names import ModelNameError, model_family, resolve_model_name
 
 # Datasets whose task is fixed single-label: --multi_label makes no sense for them.
 SINGLE_LABEL_DATASETS = ("covidx", "vinbigdata", "folder")
@@ -163,8 +163,6 @@ def _batch_tip(gib, mode, timm_name, dataset, ds) -> tips.Tip:
 def _check_combinations(cfg: TrainConfig, sources: dict[str, str], family: str, timm_name: str,
                         warnings: list[str]) -> None:
     """Impossible combinations fail before training, naming the key."""
-    from .data import dataset_names
-
     if cfg.dataset not in dataset_names():
         raise ConfigError(f"dataset: unknown dataset '{cfg.dataset}'. Allowed: {', '.join(dataset_names())}")
     if cfg.layer_decay is not None and family not in tips.LAYER_DECAY_FAMILIES:
@@ -180,10 +178,8 @@ def _check_combinations(cfg: TrainConfig, sources: dict[str, str], family: str, 
         )
     if cfg.multi_label is False and cfg.dataset == "nih":
         raise ConfigError("multi_label: NIH ChestX-ray14 is multi-label (14 findings); drop --no_multi_label")
-    if cfg.dataset not in ("synthetic",) and not cfg.data_dir:
-        raise ConfigError(f"data_dir: --dataset {cfg.dataset} needs --data_dir pointing at the downloaded data")
-    if cfg.dataset == "csv" and not cfg.csv:
-        raise ConfigError("csv: --dataset csv needs --csv FILE (columns: path, label[, domain, patient, split])")
+    # Where the data is (data_dir, csv) is checked before training by core.data_check, not here:
+    # showing and resolving a preset must not need the data on disk.
     if cfg.pretrained_path and not Path(cfg.pretrained_path).is_file():
         raise ConfigError(f"pretrained_path: file not found: {cfg.pretrained_path} (weights load from a local file only)")
     if cfg.grad_checkpointing and cfg.mode == "linear_probe":
@@ -202,10 +198,37 @@ def _check_resolved(cfg: TrainConfig, multi_label: bool, warnings: list[str]) ->
         warnings.append("mixup_alpha > 0 with augmentation none: plain input mixup is still applied")
 
 
+def dataset_names() -> list[str]:
+    """Every `--dataset` name (core/data), read from the sources: checking a config needs no torch/numpy."""
+    return _registered_names("data", "register_dataset", "core.data", "DATASETS")
+
+
+def strategy_names() -> list[str]:
+    """Batch-strategy names (core/augment), read from the sources."""
+    return _registered_names("augment", "register_strategy", "core.augment", "STRATEGIES")
+
+
+def loss_names() -> list[str]:
+    """Loss names (core/losses.py), read from the source."""
+    return _registered_names("losses.py", "register_loss", "core.losses", "LOSSES")
+
+
+def _registered_names(where: str, decorator: str, module: str, registry: str) -> list[str]:
+    """Names declared with `@decorator("name")` under core/<where>, plus any registered at run time
+    when the module is already imported (tests/test_startup.py checks both agree)."""
+    import sys
+
+    from .registry import declared_names
+
+    path = Path(__file__).parent / where
+    files = sorted(path.glob("*.py")) if path.is_dir() else [path]
+    loaded = sys.modules.get(module)
+    extra = set(getattr(loaded, registry).names()) if loaded is not None and hasattr(loaded, registry) else set()
+    return sorted(declared_names(files, decorator) | extra)
+
+
 def _check_registered(cfg: TrainConfig) -> None:
     """Names that select registered code (augmentation, loss, dataset) must exist."""
-    from .augment import strategy_names
-    from .losses import loss_names
 
     aug = cfg.augmentation or "standard"
     if aug not in ("none", "standard") and aug not in strategy_names():

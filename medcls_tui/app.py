@@ -7,6 +7,7 @@ a few times per second into a RunState that the screens draw from.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -76,6 +77,8 @@ class MedclsApp(App):
         self.probe_result: Any = None
         self.picker = None
         self._last_refresh = 0.0
+        self.engine_ready = threading.Event()
+        """Set once torch/timm/the engine are imported (a background thread; the first screen does not wait)."""
 
     # ------------------------------------------------------------------ setup
     def on_mount(self) -> None:
@@ -89,6 +92,25 @@ class MedclsApp(App):
         self.set_interval(self.settings.refresh_interval, self.pump)
         if self.hardware is None:
             self.load_hardware()
+        threading.Thread(target=self._preload_engine, name="medcls-preload", daemon=True).start()
+
+    def _preload_engine(self) -> None:
+        """Import the engine (torch, timm: seconds on a busy machine) while the user reads the picker.
+
+        A daemon thread, not a worker: quitting during the import must not wait for it to finish.
+        """
+        try:
+            import core.engine  # noqa: F401
+        finally:
+            self.engine_ready.set()
+            try:
+                self.call_from_thread(self._engine_loaded)
+            except RuntimeError:
+                pass  # the app already ended
+
+    def _engine_loaded(self) -> None:
+        if hasattr(self.screen, "engine_loaded"):
+            self.screen.engine_loaded()
 
     def list_presets(self) -> list:
         from core.presets import list_presets
@@ -177,17 +199,32 @@ class MedclsApp(App):
                 refresh()
         if not session.active and not session.announced and (state.finished or state.error):
             session.announced = True
+            if state.status == "failed" and state.global_step == 0 and not state.epoch_log:
+                self._back_to_picker(self.result_text(state))
+                return
             severity = "error" if state.status == "failed" else "information"
             self.notify(self.result_text(state), title=f"run {state.status.replace('_', ' ')}",
                         severity=severity, timeout=6)
 
+    def _back_to_picker(self, message: str) -> None:
+        """A run that failed before its first step (bad data, a config the engine refused): the live
+        screen has nothing to show, so go back to the settings with the message."""
+        from .screens.training import TrainingScreen
+
+        if self.picker is None:
+            return
+        while isinstance(self.screen, TrainingScreen):
+            self.pop_screen()
+        self.picker.show_start_failure(message)
+
     def _update_sub_title(self, state: RunState) -> None:
         if self.settings.stable:
             return
+        name = state.run_name or "run"
         if state.finished:
-            self.sub_title = f"{state.run_name}: {state.status.replace('_', ' ')}"
+            self.sub_title = f"{name}: {state.status.replace('_', ' ')}"
         elif state.epochs:
-            self.sub_title = f"{state.run_name}: epoch {state.epoch}/{state.epochs} {state.status}"
+            self.sub_title = f"{name}: epoch {state.epoch}/{state.epochs} {state.status}"
 
     def result_text(self, state: RunState) -> str:
         if state.status == "failed":

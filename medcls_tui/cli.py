@@ -109,18 +109,24 @@ def run_training(resolved, resume_dir=None, reporter=None) -> dict:
 def train(**kwargs: Any) -> None:
     """Train (headless). Every flag of spec/TRAINING_TIPS.md works; unset values come from the tips."""
     from core.config import ConfigError
-    from core.data import DataError
     from core.resolve import format_config_table
 
     flags, extras = split_kwargs(kwargs)
     try:
         resolved, resume_dir = resolve_from_cli(flags, extras)
-    except (ConfigError, DataError) as err:
+    except ConfigError as err:
         fail(str(err))
     if extras.get("print_config"):
         for line in format_config_table(resolved):
             typer.echo(line)
         raise typer.Exit(0)
+    from core.data.base import DataError
+    from core.data_check import check_data_location
+
+    try:
+        check_data_location(resolved.config)
+    except ConfigError as err:
+        fail(str(err))
     try:
         summary = run_training(resolved, resume_dir)
     except (ConfigError, DataError, ValueError, FileNotFoundError, RuntimeError) as err:
@@ -143,6 +149,7 @@ def presets_list() -> None:
 def presets_show(name: str = typer.Argument(..., help="Preset name or file.")) -> None:
     """A preset's file and the resolved config it gives, with the source of each value."""
     from core.config import ConfigError
+    from core.data_check import check_data_location
     from core.presets import find_preset
     from core.resolve import format_config_table, resolve_config
 
@@ -156,6 +163,10 @@ def presets_show(name: str = typer.Argument(..., help="Preset name or file.")) -
     typer.echo("\n# resolved")
     for line in format_config_table(resolved):
         typer.echo(line)
+    try:
+        check_data_location(resolved.config)
+    except ConfigError as err:
+        typer.echo(f"note: to train it, {err}")
 
 
 @app.command("runs")
