@@ -77,15 +77,15 @@ def resolve_model_name(name: str) -> str:
         return key
     if key.lower() in known:
         return key.lower()
-    hint = did_you_mean(key.lower(), list(MODEL_ALIASES) + sorted(known))
+    hint = did_you_mean(key.lower(), list(dict.fromkeys(list(MODEL_ALIASES) + sorted(known))))
     raise ModelNameError(
         f"model: unknown model '{name}'.{hint} Allowed: {', '.join(SEED_MODELS)} (any case) or a timm model name"
     )
 
 
-def did_you_mean(word: str, choices: list[str], n: int = 3) -> str:
+def did_you_mean(word: str, choices: list[str], n: int = 3, cutoff: float = 0.75) -> str:
     """' Did you mean a, b?' for the closest choices, '' when nothing is close."""
-    close = difflib.get_close_matches(word, choices, n=n, cutoff=0.75)
+    close = difflib.get_close_matches(word, choices, n=n, cutoff=cutoff)
     return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 

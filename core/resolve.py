@@ -164,7 +164,10 @@ def _check_combinations(cfg: TrainConfig, sources: dict[str, str], family: str, 
                         warnings: list[str]) -> None:
     """Impossible combinations fail before training, naming the key."""
     if cfg.dataset not in dataset_names():
-        raise ConfigError(f"dataset: unknown dataset '{cfg.dataset}'. Allowed: {', '.join(dataset_names())}")
+        from .model_names import did_you_mean
+
+        raise ConfigError(f"dataset: unknown dataset '{cfg.dataset}'.{did_you_mean(cfg.dataset, dataset_names(), cutoff=0.6)} "
+                          f"Allowed: {', '.join(dataset_names())}")
     if cfg.layer_decay is not None and family not in tips.LAYER_DECAY_FAMILIES:
         raise ConfigError(
             f"layer_decay: only for transformers/ConvNeXt ({', '.join(tips.LAYER_DECAY_FAMILIES)}); "

@@ -146,3 +146,42 @@ def test_data_location_is_checked_by_name(tmp_path, dataset, layout, needle):
         check_data_location(config)
     assert needle in str(err.value)
     assert str(err.value).split(":")[0] in ("data_dir", "csv", "label_file")
+
+
+# ------------------------------------------------------------------ errors a new user meets (point 11)
+def test_every_unknown_key_is_named_with_the_closest_real_key(tmp_path):
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("learning_rate: 0.01\nepoch: 3\nfull_finetune: {layerdecay: 0.7}\nmodel: resnet18\n")
+    result = runner.invoke(app, ["train", "--preset", str(preset), "--print-config"])
+    assert result.exit_code == 2
+    line, = result.output.strip().splitlines()
+    assert line.startswith(f"error: {preset}: unknown keys 'learning_rate' (did you mean 'lr'?), "
+                           "'epoch' (did you mean 'epochs'?), 'full_finetune.layerdecay' (did you mean 'layer_decay'?)."), line
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--batch_size", "abc"], "error: command line: batch_size: must be a whole number >= 1 or 'auto'"),
+    (["--model", "resnet_50"], "Did you mean 'resnet50'"),
+    (["--dataset", "nhi"], "dataset: unknown dataset 'nhi'. Did you mean 'nih'?"),
+])
+def test_bad_values_say_what_is_allowed(args, needle):
+    result = runner.invoke(app, ["train", *args, "--print-config"])
+    assert result.exit_code == 2 and needle in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_every_train_option_has_a_complete_one_line_help():
+    import typer.main
+
+    command = typer.main.get_command(app).commands["train"]
+    empty, cut = [], []
+    for param in command.params:
+        if param.param_type_name != "option" or param.name == "help":
+            continue
+        text = (param.help or "").strip()
+        if not text:
+            empty.append(param.name)
+        elif "\n" in text or not text.endswith((".", ")", "?")):
+            cut.append((param.name, text))
+    assert not empty and not cut, (empty, cut)
+    assert len(command.params) > 50  # every config key is an option
