@@ -37,6 +37,10 @@ class RunSession:
         self.control = Control()
         self.buffer = EventBuffer()
         self.state = RunState()
+        if resume_dir is not None:
+            from core.runs import read_metrics
+
+            self.state = RunState.for_resume(read_metrics(Path(resume_dir)))
         self.worker: Optional[Worker] = None
         self.started_at = time.time()
         self.announced = False
@@ -257,14 +261,18 @@ class MedclsApp(App):
             self.session.control.save_now()
             self.notify("saving a checkpoint after this step")
 
-    def resume_run(self, run_dir: Path) -> bool:
-        """Continue an unfinished run folder exactly where it stopped (same as `medcls train --retrain`)."""
+    def resume_run(self, run_dir: Path, epochs: Optional[int] = None) -> bool:
+        """Continue a run folder exactly where it stopped (same as `medcls train --retrain`); `epochs`
+        is the new total for extending a finished run (`--retrain RUN --epochs N`)."""
         from core.config import ConfigError
 
         from .cli import resolve_from_cli
 
+        flags: dict[str, Any] = {"output_dir": self.output_dir}
+        if epochs is not None:
+            flags["epochs"] = epochs
         try:
-            resolved, resume_dir = resolve_from_cli({"output_dir": self.output_dir}, {"retrain": str(run_dir)})
+            resolved, resume_dir = resolve_from_cli(flags, {"retrain": str(run_dir)})
         except ConfigError as err:
             self.notify(str(err), severity="error")
             return False
@@ -292,6 +300,28 @@ class MedclsApp(App):
 
         if not isinstance(self.screen, AdvisorScreen):
             self.push_screen(AdvisorScreen())
+
+    def resume_or_extend(self, run_dir: Path, status: str, epochs_done: int) -> None:
+        """`e` on a run: an unfinished run resumes; a finished one asks how many epochs to add."""
+        from .screens.extend_run import ExtendRunScreen
+        from .screens.runs import can_resume
+
+        if self.run_active:
+            self.notify("A run is already active in this app: stop it first.", severity="warning")
+            return
+        has_checkpoint = (Path(run_dir) / "checkpoints" / "last.pt").is_file()
+        if status in ("finished", "early_stopped") and has_checkpoint:
+            def extend(more: Optional[int]) -> None:
+                if more:
+                    self.resume_run(Path(run_dir), epochs=epochs_done + more)
+
+            self.push_screen(ExtendRunScreen(Path(run_dir).name, epochs_done), extend)
+            return
+        ok, why = can_resume(status, has_checkpoint)
+        if not ok:
+            self.notify(f"cannot resume {Path(run_dir).name}: {why}", severity="warning")
+            return
+        self.resume_run(Path(run_dir))
 
     def apply_advice(self, values: dict[str, Any]) -> None:
         """Hand the advisor's batch size / accumulation to the picker's form."""
