@@ -82,21 +82,40 @@ class MedclsApp(App):
         self.picker = None
         self._last_refresh = 0.0
         self.engine_ready = threading.Event()
+        self._preload_started = False
         """Set once torch/timm/the engine are imported (a background thread; the first screen does not wait)."""
 
     # ------------------------------------------------------------------ setup
     def on_mount(self) -> None:
-        from .screens.picker import PickerScreen
+        from .screens.loading import LoadingScreen
 
         if self.settings.ascii:
             self.add_class("-ascii")
         self.sub_title = "" if self.settings.stable else self.output_dir
-        self.picker = PickerScreen()
-        self.push_screen(self.picker)
+        self.push_screen(LoadingScreen())  # drawn at once; the picker's imports (pydantic, config) follow
+        self._load_picker()
         self.set_interval(self.settings.refresh_interval, self.pump)
         if self.hardware is None:
             self.load_hardware()
-        threading.Thread(target=self._preload_engine, name="medcls-preload", daemon=True).start()
+
+    @work(thread=True, exclusive=True, group="startup", exit_on_error=False)
+    def _load_picker(self) -> None:
+        from .screens.picker import PickerScreen  # noqa: F401 - the import is the slow part
+
+        self.call_from_thread(self._show_picker)
+
+    def _show_picker(self) -> None:
+        from .screens.picker import PickerScreen
+
+        self.picker = PickerScreen()
+        self.switch_screen(self.picker)
+
+    def start_engine_preload(self) -> None:
+        """Called by the picker once its first screen is drawn: importing torch in a thread competes for
+        the GIL, so it must not delay that screen."""
+        if not self._preload_started:
+            self._preload_started = True
+            threading.Thread(target=self._preload_engine, name="medcls-preload", daemon=True).start()
 
     def _preload_engine(self) -> None:
         """Import the engine (torch, timm: seconds on a busy machine) while the user reads the picker.

@@ -185,3 +185,21 @@ def test_every_train_option_has_a_complete_one_line_help():
             cut.append((param.name, text))
     assert not empty and not cut, (empty, cut)
     assert len(command.params) > 50  # every config key is an option
+
+
+def test_the_apps_first_screen_comes_before_torch(tmp_path):
+    """The app process draws its first screen (a loading line) without having imported torch or timm."""
+    code = """
+import os, sys
+from medcls_tui.app import MedclsApp
+
+async def first_screen(pilot):
+    heavy = [m for m in ("torch", "timm") if m in sys.modules]
+    print(type(pilot.app.screen).__name__, "HEAVY=" + ",".join(heavy), flush=True)
+    os._exit(0)
+
+MedclsApp(output_dir=sys.argv[1]).run(headless=True, size=(80, 24), auto_pilot=first_screen)
+"""
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "runs")], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env=_env(tmp_path))
+    assert proc.stdout.split() in (["LoadingScreen", "HEAVY="], ["PickerScreen", "HEAVY="]), proc.stderr[-2000:]

@@ -94,6 +94,7 @@ class PickerScreen(Screen):
         self.query_one("#tips").border_title = "Why (tips)"
         self.reload_presets(self.app.initial_preset)
         self.query_one(PresetList).focus()
+        self.call_after_refresh(self.app.start_engine_preload)  # after the first screen is on the terminal
 
     # ------------------------------------------------------------------ presets
     def reload_presets(self, select: Optional[str] = None) -> None:
