@@ -101,7 +101,7 @@ def table_advice(model: str, mode: str, img_size: Optional[int], mixed_precision
                  hardware: Optional[HardwareInfo] = None, device: str = "auto",
                  grad_checkpointing: bool = False) -> Advice:
     """Spec table for the training GPU (or CPU), scaled for this model/mode/size/precision."""
-    from .models import resolve_model_name
+    from .model_names import resolve_model_name
 
     hardware = hardware if hardware is not None else read_hardware()
     img_size = img_size or REFERENCE_IMG
@@ -134,7 +134,7 @@ def table_advice(model: str, mode: str, img_size: Optional[int], mixed_precision
 
 def seed_name(model: str) -> Optional[str]:
     """The spec's seed alias for a model name (swin_base_patch4_window7_224 -> swin_base)."""
-    from .models import MODEL_ALIASES
+    from .model_names import MODEL_ALIASES
 
     key = model.strip().lower()
     if key in PARAMS_M:
@@ -161,7 +161,7 @@ def next_smaller_model(model: str) -> Optional[str]:
 
 def _uses_batchnorm(model: str) -> bool:
     """CNN families train with BatchNorm (ConvNeXt, ViT and Swin use LayerNorm)."""
-    from .models import model_family, resolve_model_name
+    from .model_names import model_family, resolve_model_name
 
     try:
         return model_family(resolve_model_name(model)) == "cnn"

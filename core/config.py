@@ -76,8 +76,7 @@ class TrainConfig(BaseModel):
     val_fraction: float = 0.1
     """Share of train(-val) patients held out for validation when the dataset has no val split."""
     holdout_domain: Optional[str] = None
-    """Leave one domain out: validate on this domain (name or number, see `medcls data stats`) and
-    train on all the others, to measure how a model does on a scanner or site it never saw."""
+    """Leave one domain out: validate on this domain (name or number, see `medcls data stats`), train on the others."""
     vin_consensus: Literal["any", "majority"] = "majority"
     """VinBigData: abnormal if any radiologist / the majority marked a finding."""
     synthetic_task: Literal["multiclass", "multilabel", "binary"] = "multiclass"
@@ -114,13 +113,19 @@ class TrainConfig(BaseModel):
     class_weights: bool = False
     """CE only: weight classes by inverse training frequency n/(C*n_c) (mean weight 1 over the training set)."""
     focal_gamma: float = 2.0
+    """Focal loss: how strongly easy examples are down-weighted (0 = plain BCE/CE)."""
     focal_alpha: float = 0.25
+    """Focal loss: weight of the positive class, 0-1 (-1 = no class balancing)."""
     asl_gamma_neg: float = 4.0
+    """Asymmetric loss: focusing on negatives (higher = easy negatives count less)."""
     asl_gamma_pos: float = 0.0
+    """Asymmetric loss: focusing on positives (0 keeps every positive at full weight)."""
     asl_clip: float = 0.05
+    """Asymmetric loss: probability margin below which negatives are ignored (0-1)."""
     mixed_precision: bool = True
     """bf16 (or fp16 + GradScaler) on CUDA; always off on CPU."""
     amp_dtype: Literal["auto", "bf16", "fp16"] = "auto"
+    """Mixed-precision type on CUDA: auto (bf16 where supported, else fp16 with loss scaling), bf16 or fp16."""
 
     # --- augmentation ---
     augmentation: Optional[str] = None
@@ -152,7 +157,7 @@ class TrainConfig(BaseModel):
     monitor_mode: Optional[Literal["min", "max"]] = None
     """Derived from the monitor when unset."""
     min_delta: float = 0.0
-    """Smallest change of the monitor that resets the patience counter (best.pt follows the monitor alone)."""
+    """Early stopping: smallest change of the monitor that resets the patience counter (best.pt follows the monitor alone)."""
     divergence_threshold: Optional[float] = None
     """Stop as soon as the monitored value is worse than this (above it for val_loss, below it for
     val_auroc / val_acc), as Lightning's EarlyStopping; that epoch is never saved as best."""
@@ -165,10 +170,13 @@ class TrainConfig(BaseModel):
 
     # --- run ---
     seed: int = 42
+    """Random seed for weights, data order and augmentation (same seed + CPU = same result)."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
     output_dir: str = "runs"
+    """Folder that holds the run folders (runs/<run_name>/)."""
     run_name: Optional[str] = None
+    """Name of the run folder; default: model, dataset and a timestamp."""
     max_steps_per_epoch: Optional[int] = None
     """Cap on optimizer steps per epoch (quick experiments, tests, benchmarks)."""
     log_every: int = 10
@@ -333,14 +341,40 @@ class ResolvedConfig:
         ]
 
 
+KEY_SYNONYMS = {"learning_rate": "lr", "wd": "weight_decay", "bs": "batch_size", "batchsize": "batch_size",
+                "patience": "early_stopping", "amp": "mixed_precision", "fp16": "mixed_precision",
+                "arch": "model", "backbone": "model", "image_size": "img_size", "resolution": "img_size"}
+"""Names other trainers use for our keys, for the "did you mean"."""
+VALUE_HINTS = {"batch_size": "must be a whole number >= 1 or 'auto' (measured probe)"}
+"""Wording for fields whose pydantic error would not say what is allowed (a union of int and 'auto')."""
+
+
+def unknown_keys_message(keys: list[str], prefix: str = "") -> str:
+    """Every unknown key at once, each with its closest real key, then the allowed keys."""
+    import difflib
+
+    parts = []
+    for key in keys:
+        name = str(key).split(".")[-1]
+        close = [KEY_SYNONYMS[name.lower()]] if name.lower() in KEY_SYNONYMS else \
+            difflib.get_close_matches(name, FIELD_NAMES, n=1, cutoff=0.6)
+        parts.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    noun = "key" if len(keys) == 1 else "keys"
+    return f"{prefix}unknown {noun} {', '.join(parts)}. Allowed keys: {', '.join(FIELD_NAMES)}"
+
+
 def _format_validation_error(err: ValidationError, origin: str = "") -> str:
-    first = err.errors()[0]
+    errors = err.errors()
+    first = errors[0]
     loc = ".".join(str(p) for p in first.get("loc", ())) or "config"
     msg = first.get("msg", "invalid value")
     msg = msg.removeprefix("Value error, ")
     if first.get("type") == "extra_forbidden":
-        allowed = ", ".join(FIELD_NAMES)
-        return f"{origin}unknown key '{loc}'. Allowed keys: {allowed}"
+        extra = [".".join(str(p) for p in e.get("loc", ())) for e in errors if e.get("type") == "extra_forbidden"]
+        return unknown_keys_message(extra, origin)
+    field_name = str(first.get("loc", ("",))[0]) if first.get("loc") else ""
+    if field_name in VALUE_HINTS:
+        return f"{origin}{field_name}: {VALUE_HINTS[field_name]} (got {first.get('input')!r})"
     if first.get("type") == "literal_error":
         return f"{origin}{loc}: {msg} (got {first.get('input')!r})"
     if loc == "config" or msg.startswith(loc + ":"):
@@ -352,9 +386,7 @@ def validate_layer(values: dict[str, Any], origin: str) -> dict[str, Any]:
     """Check one layer's keys exist and values have the right type, naming the origin on error."""
     unknown = [k for k in values if k not in FIELD_NAMES]
     if unknown:
-        raise ConfigError(
-            f"{origin}: unknown key '{unknown[0]}'. Allowed keys: {', '.join(FIELD_NAMES)}"
-        )
+        raise ConfigError(unknown_keys_message(unknown, f"{origin}: "))
     try:
         TrainConfig.model_validate({k: v for k, v in values.items()})
     except ValidationError as err:
@@ -374,6 +406,7 @@ def flatten_yaml_config(data: Any, origin: str) -> tuple[dict[str, Any], dict[st
         raise ConfigError(f"{origin}: expected a YAML mapping of config keys, got {type(data).__name__}")
     flat: dict[str, Any] = {}
     meta: dict[str, Any] = {}
+    unknown: list[str] = []
     for key, value in data.items():
         key = str(key)
         if key in PRESET_META_KEYS:
@@ -381,16 +414,14 @@ def flatten_yaml_config(data: Any, origin: str) -> tuple[dict[str, Any], dict[st
         elif key in MODE_SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(f"{origin}: '{key}' must be a mapping like {{layer_decay: 0.65}}")
-            for sub in value:
-                if sub not in FIELD_NAMES:
-                    raise ConfigError(
-                        f"{origin}: unknown key '{key}.{sub}'. Allowed keys: {', '.join(FIELD_NAMES)}"
-                    )
+            unknown += [f"{key}.{sub}" for sub in value if sub not in FIELD_NAMES]
             flat.setdefault("__sections__", {})[key] = dict(value)
         elif key not in FIELD_NAMES:
-            raise ConfigError(f"{origin}: unknown key '{key}'. Allowed keys: {', '.join(FIELD_NAMES)}")
+            unknown.append(key)
         else:
             flat[key] = value
+    if unknown:
+        raise ConfigError(unknown_keys_message(unknown, f"{origin}: "))
     return flat, meta
 
 

@@ -60,11 +60,18 @@ def read_hardware() -> HardwareInfo:
     for source, reader in (("nvml", _nvml_gpus), ("torch", _torch_gpus)):
         try:
             gpus = reader()
-        except Exception:  # noqa: BLE001 - any failure of a reader means: try the next one
+        except Exception as err:  # noqa: BLE001 - any failure of a reader means: try the next one
+            if no_nvidia_driver(err):
+                break  # no NVML library = no NVIDIA driver: torch.cuda would find no GPU either (and costs seconds)
             gpus = []
         if gpus:
             return HardwareInfo(gpus=gpus, cpu_ram_total_gib=total, cpu_ram_free_gib=free, source=source)
     return HardwareInfo(gpus=[], cpu_ram_total_gib=total, cpu_ram_free_gib=free, source="cpu")
+
+
+def no_nvidia_driver(err: BaseException) -> bool:
+    """NVML's "library not found": the NVIDIA driver (which ships libnvidia-ml with libcuda) is absent."""
+    return type(err).__name__ == "NVMLError_LibraryNotFound"
 
 
 def cpu_ram_gib() -> tuple[Optional[float], Optional[float]]:

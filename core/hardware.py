@@ -5,13 +5,17 @@ Kept tiny and import-light; the batch-size advisor (core/advisor.py) has the ful
 """
 from __future__ import annotations
 
-from typing import Optional
+import sys
+from typing import TYPE_CHECKING, Optional
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
-def pick_device(requested: str = "auto") -> torch.device:
+def pick_device(requested: str = "auto") -> "torch.device":
     """auto -> cuda if available else cpu; an explicit cuda request without a GPU is an error."""
+    import torch
+
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
@@ -33,8 +37,41 @@ def nominal_gib(total_gib: float) -> float:
 
 def gpu_total_memory_gib(device: str = "auto") -> Optional[float]:
     """Total memory of the training GPU in GiB, or None without a GPU (tips then use CPU values).
-    Reported totals are a little under the card's size; use nominal_gib() to look up the tips."""
-    if device == "cpu" or not torch.cuda.is_available():
+    Reported totals are a little under the card's size; use nominal_gib() to look up the tips.
+
+    Without torch loaded yet (showing a config, the app's picker) NVML answers, so those need not
+    import torch; torch answers when NVML cannot (no NVML library but a driver, or an NVML error)."""
+    if device == "cpu":
+        return None
+    if "torch" not in sys.modules:
+        answered, total = _nvml_total_gib(device)
+        if answered:
+            return total
+    import torch
+
+    if not torch.cuda.is_available():
         return None
     index = int(device.split(":")[1]) if device.startswith("cuda:") else 0
     return torch.cuda.get_device_properties(index).total_memory / 2**30
+
+
+def _nvml_total_gib(device: str) -> tuple[bool, Optional[float]]:
+    """(answered, total GiB of the GPU `device` would use) from NVML, honouring CUDA_VISIBLE_DEVICES.
+
+    A missing NVML library means no NVIDIA driver, hence no CUDA GPU: answered, None. Any other NVML
+    failure is not an answer (the caller asks torch).
+    """
+    try:
+        import pynvml  # noqa: F401 - nvidia-ml-py
+    except ImportError:
+        return False, None
+    from .gpu_memory import _nvml_gpus, no_nvidia_driver, training_gpu
+
+    try:
+        gpus = _nvml_gpus()
+    except Exception as err:  # noqa: BLE001 - driver mismatch & co.: let torch decide
+        return (True, None) if no_nvidia_driver(err) else (False, None)
+    if not gpus:
+        return False, None  # NVML sees no (visible) card: let torch confirm
+    gpu = training_gpu(type("Hw", (), {"gpus": gpus})(), device)
+    return True, None if gpu is None else gpu.total_gib

@@ -14,50 +14,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-# Seed names of spec/TRAINING_TIPS.md -> timm names. Keys are lower case (aliases are case-insensitive).
-MODEL_ALIASES = {
-    "vit_small_patch16": "vit_small_patch16_224",
-    "vit_base_patch16": "vit_base_patch16_224",
-    "swin_base": "swin_base_patch4_window7_224",
-    "resnet50": "resnet50",
-    "mobilenetv3_small": "mobilenetv3_small_100",
-    "efficientnet_b0": "efficientnet_b0",
-    "convnext": "convnext_tiny",
-    "deit": "deit_small_patch16_224",
-}
-SEED_MODELS = ("vit_small_patch16", "vit_base_patch16", "swin_base", "resnet50",
-               "mobilenetv3_small", "efficientnet_b0", "ConvNeXt", "DeiT")
-
-
-class ModelNameError(ValueError):
-    pass
-
-
-def resolve_model_name(name: str) -> str:
-    """Seed alias or timm name -> timm name; unknown names list the aliases."""
-    import timm
-
-    key = name.strip()
-    alias = MODEL_ALIASES.get(key.lower())
-    if alias:
-        return alias
-    if key in timm.list_models() or key.lower() in timm.list_models():
-        return key if key in timm.list_models() else key.lower()
-    raise ModelNameError(
-        f"model: unknown model '{name}'. Allowed: {', '.join(SEED_MODELS)} (any case) or a timm model name"
-    )
-
-
-def model_family(timm_name: str) -> str:
-    """cnn / vit / swin / convnext: picks the LR, weight decay and layer-decay tips."""
-    n = timm_name.lower()
-    if n.startswith(("vit", "deit", "beit", "eva", "cait", "xcit")):
-        return "vit"
-    if n.startswith("swin"):
-        return "swin"
-    if n.startswith("convnext"):
-        return "convnext"
-    return "cnn"
+# Names, aliases and families live in core/model_names.py (no timm/torch import); re-exported here.
+from .model_names import MODEL_ALIASES, SEED_MODELS, ModelNameError, model_family, resolve_model_name  # noqa: E402,F401
 
 
 class Classifier(nn.Module):

@@ -5,6 +5,7 @@ set, which is the same as ranking them just above the built-in defaults.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -20,7 +21,7 @@ from .config import (
     load_yaml_file,
     validate_layer,
 )
-from .models import ModelNameError, model_family, resolve_model_name
+from .model_names import ModelNameError, model_family, resolve_model_name
 
 # Datasets whose task is fixed single-label: --multi_label makes no sense for them.
 SINGLE_LABEL_DATASETS = ("covidx", "vinbigdata", "folder")
@@ -167,10 +168,11 @@ def _batch_tip(gib, mode, timm_name, dataset, ds) -> tips.Tip:
 def _check_combinations(cfg: TrainConfig, sources: dict[str, str], family: str, timm_name: str,
                         warnings: list[str]) -> None:
     """Impossible combinations fail before training, naming the key."""
-    from .data import dataset_names
-
     if cfg.dataset not in dataset_names():
-        raise ConfigError(f"dataset: unknown dataset '{cfg.dataset}'. Allowed: {', '.join(dataset_names())}")
+        from .model_names import did_you_mean
+
+        raise ConfigError(f"dataset: unknown dataset '{cfg.dataset}'.{did_you_mean(cfg.dataset, dataset_names(), cutoff=0.6)} "
+                          f"Allowed: {', '.join(dataset_names())}")
     if cfg.layer_decay is not None and family not in tips.LAYER_DECAY_FAMILIES:
         warnings.append(
             f"layer_decay {cfg.layer_decay:g} is ignored: '{cfg.model}' is a CNN ({timm_name}) and layer-wise "
@@ -184,10 +186,8 @@ def _check_combinations(cfg: TrainConfig, sources: dict[str, str], family: str, 
         )
     if cfg.multi_label is False and cfg.dataset == "nih":
         raise ConfigError("multi_label: NIH ChestX-ray14 is multi-label (14 findings); drop --no_multi_label")
-    if cfg.dataset not in ("synthetic",) and not cfg.data_dir:
-        raise ConfigError(f"data_dir: --dataset {cfg.dataset} needs --data_dir pointing at the downloaded data")
-    if cfg.dataset == "csv" and not cfg.csv:
-        raise ConfigError("csv: --dataset csv needs --csv FILE (columns: path, label[, domain, patient, split])")
+    # Where the data is (data_dir, csv) is checked before training by core.data_check, not here:
+    # showing and resolving a preset must not need the data on disk.
     if cfg.pretrained_path and not Path(cfg.pretrained_path).expanduser().exists():
         raise ConfigError(f"pretrained_path: file not found: {cfg.pretrained_path} (a .pth/.bin/.safetensors file "
                           "or a timm/Hugging Face folder holding model.safetensors or pytorch_model.bin)")
@@ -210,16 +210,18 @@ def _check_resolved(cfg: TrainConfig, multi_label: bool, warnings: list[str]) ->
 def _explain_weights(cfg: TrainConfig, timm_name: str, family: str, sources: dict[str, str],
                      reasons: dict[str, str], warnings: list[str]) -> None:
     """Say where the starting weights come from; warn when the tips' settings assume weights it lacks."""
-    from .pretrained import hub_weights
-
     if cfg.pretrained_path:
         reasons["pretrained"] = f"weights from pretrained_path {cfg.pretrained_path} (not the hub)"
         if not cfg.pretrained:
             warnings.append(f"pretrained is false but pretrained_path is set: weights load from {cfg.pretrained_path}")
         return
     if cfg.pretrained:
-        weights = hub_weights(timm_name)
-        where = weights.describe() if weights else "none: timm has no weights for this model"
+        where = "from the Hugging Face hub cache (HF_HOME), downloaded once"
+        if "timm" in sys.modules:  # name the exact weights only when timm is loaded anyway (start-up stays light)
+            from .pretrained import hub_weights
+
+            weights = hub_weights(timm_name)
+            where = weights.describe() if weights else "none: timm has no weights for this model"
         reasons["pretrained"] = f"timm ImageNet weights, {where}; the tips assume a pretrained backbone"
         return
     reasons["pretrained"] = "random init on purpose; the spec's LR tips are for pretrained backbones"
@@ -228,10 +230,37 @@ def _explain_weights(cfg: TrainConfig, timm_name: str, family: str, sources: dic
         warnings.append(scratch)
 
 
+def dataset_names() -> list[str]:
+    """Every `--dataset` name (core/data), read from the sources: checking a config needs no torch/numpy."""
+    return _registered_names("data", "register_dataset", "core.data", "DATASETS")
+
+
+def strategy_names() -> list[str]:
+    """Batch-strategy names (core/augment), read from the sources."""
+    return _registered_names("augment", "register_strategy", "core.augment", "STRATEGIES")
+
+
+def loss_names() -> list[str]:
+    """Loss names (core/losses.py), read from the source."""
+    return _registered_names("losses.py", "register_loss", "core.losses", "LOSSES")
+
+
+def _registered_names(where: str, decorator: str, module: str, registry: str) -> list[str]:
+    """Names declared with `@decorator("name")` under core/<where>, plus any registered at run time
+    when the module is already imported (tests/test_startup.py checks both agree)."""
+    import sys
+
+    from .registry import declared_names
+
+    path = Path(__file__).parent / where
+    files = sorted(path.glob("*.py")) if path.is_dir() else [path]
+    loaded = sys.modules.get(module)
+    extra = set(getattr(loaded, registry).names()) if loaded is not None and hasattr(loaded, registry) else set()
+    return sorted(declared_names(files, decorator) | extra)
+
+
 def _check_registered(cfg: TrainConfig) -> None:
     """Names that select registered code (augmentation, loss, dataset) must exist."""
-    from .augment import strategy_names
-    from .losses import loss_names
 
     aug = cfg.augmentation or "standard"
     if aug not in ("none", "standard") and aug not in strategy_names():

@@ -9,8 +9,8 @@ from typing import Any, Optional
 
 
 def read_hardware() -> Any:
-    """Every GPU (NVML, else torch) and the CPU's RAM: core.advisor.read_hardware()."""
-    from core.advisor import read_hardware as read
+    """Every GPU (NVML, else torch) and the CPU's RAM: core.gpu_memory.read_hardware()."""
+    from core.gpu_memory import read_hardware as read  # core.advisor would import torch
 
     return read()
 

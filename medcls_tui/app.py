@@ -7,6 +7,7 @@ a few times per second into a RunState that the screens draw from.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -36,6 +37,10 @@ class RunSession:
         self.control = Control()
         self.buffer = EventBuffer()
         self.state = RunState()
+        if resume_dir is not None:
+            from core.runs import read_metrics
+
+            self.state = RunState.for_resume(read_metrics(Path(resume_dir)))
         self.worker: Optional[Worker] = None
         self.started_at = time.time()
         self.announced = False
@@ -76,16 +81,19 @@ class MedclsApp(App):
         self.probe_result: Any = None
         self.picker = None
         self._last_refresh = 0.0
+        self.engine_ready = threading.Event()
+        self._preload_started = False
+        """Set once torch/timm/the engine are imported (a background thread; the first screen does not wait)."""
 
     # ------------------------------------------------------------------ setup
     def on_mount(self) -> None:
-        from .screens.picker import PickerScreen
+        from .screens.loading import LoadingScreen
 
         if self.settings.ascii:
             self.add_class("-ascii")
         self.sub_title = "" if self.settings.stable else self.output_dir
-        self.picker = PickerScreen()
-        self.push_screen(self.picker)
+        self.push_screen(LoadingScreen())  # drawn at once; the picker's imports (pydantic, config) follow
+        self._load_picker()
         self.set_interval(self.settings.refresh_interval, self.pump)
         if self.hardware is None:
             self.load_hardware()
@@ -107,6 +115,43 @@ class MedclsApp(App):
 
     def request_graceful_exit(self) -> None:
         self.run_worker(self._stop_then_exit(), group="shutdown", exclusive=True)
+
+    @work(thread=True, exclusive=True, group="startup", exit_on_error=False)
+    def _load_picker(self) -> None:
+        from .screens.picker import PickerScreen  # noqa: F401 - the import is the slow part
+
+        self.call_from_thread(self._show_picker)
+
+    def _show_picker(self) -> None:
+        from .screens.picker import PickerScreen
+
+        self.picker = PickerScreen()
+        self.switch_screen(self.picker)
+
+    def start_engine_preload(self) -> None:
+        """Called by the picker once its first screen is drawn: importing torch in a thread competes for
+        the GIL, so it must not delay that screen."""
+        if not self._preload_started:
+            self._preload_started = True
+            threading.Thread(target=self._preload_engine, name="medcls-preload", daemon=True).start()
+
+    def _preload_engine(self) -> None:
+        """Import the engine (torch, timm: seconds on a busy machine) while the user reads the picker.
+
+        A daemon thread, not a worker: quitting during the import must not wait for it to finish.
+        """
+        try:
+            import core.engine  # noqa: F401
+        finally:
+            self.engine_ready.set()
+            try:
+                self.call_from_thread(self._engine_loaded)
+            except RuntimeError:
+                pass  # the app already ended
+
+    def _engine_loaded(self) -> None:
+        if hasattr(self.screen, "engine_loaded"):
+            self.screen.engine_loaded()
 
     def list_presets(self) -> list:
         from core.presets import list_presets
@@ -195,17 +240,32 @@ class MedclsApp(App):
                 refresh()
         if not session.active and not session.announced and (state.finished or state.error):
             session.announced = True
+            if state.status == "failed" and state.global_step == 0 and not state.epoch_log:
+                self._back_to_picker(self.result_text(state))
+                return
             severity = "error" if state.status == "failed" else "information"
             self.notify(self.result_text(state), title=f"run {state.status.replace('_', ' ')}",
                         severity=severity, timeout=6)
 
+    def _back_to_picker(self, message: str) -> None:
+        """A run that failed before its first step (bad data, a config the engine refused): the live
+        screen has nothing to show, so go back to the settings with the message."""
+        from .screens.training import TrainingScreen
+
+        if self.picker is None:
+            return
+        while isinstance(self.screen, TrainingScreen):
+            self.pop_screen()
+        self.picker.show_start_failure(message)
+
     def _update_sub_title(self, state: RunState) -> None:
         if self.settings.stable:
             return
+        name = state.run_name or "run"
         if state.finished:
-            self.sub_title = f"{state.run_name}: {state.status.replace('_', ' ')}"
+            self.sub_title = f"{name}: {state.status.replace('_', ' ')}"
         elif state.epochs:
-            self.sub_title = f"{state.run_name}: epoch {state.epoch}/{state.epochs} {state.status}"
+            self.sub_title = f"{name}: epoch {state.epoch}/{state.epochs} {state.status}"
 
     def result_text(self, state: RunState) -> str:
         if state.status == "failed":
@@ -238,14 +298,18 @@ class MedclsApp(App):
             self.session.control.save_now()
             self.notify("saving a checkpoint after this step")
 
-    def resume_run(self, run_dir: Path) -> bool:
-        """Continue an unfinished run folder exactly where it stopped (same as `medcls train --retrain`)."""
+    def resume_run(self, run_dir: Path, epochs: Optional[int] = None) -> bool:
+        """Continue a run folder exactly where it stopped (same as `medcls train --retrain`); `epochs`
+        is the new total for extending a finished run (`--retrain RUN --epochs N`)."""
         from core.config import ConfigError
 
         from .cli import resolve_from_cli
 
+        flags: dict[str, Any] = {"output_dir": self.output_dir}
+        if epochs is not None:
+            flags["epochs"] = epochs
         try:
-            resolved, resume_dir = resolve_from_cli({"output_dir": self.output_dir}, {"retrain": str(run_dir)})
+            resolved, resume_dir = resolve_from_cli(flags, {"retrain": str(run_dir)})
         except ConfigError as err:
             self.notify(str(err), severity="error")
             return False
@@ -273,6 +337,28 @@ class MedclsApp(App):
 
         if not isinstance(self.screen, AdvisorScreen):
             self.push_screen(AdvisorScreen())
+
+    def resume_or_extend(self, run_dir: Path, status: str, epochs_done: int) -> None:
+        """`e` on a run: an unfinished run resumes; a finished one asks how many epochs to add."""
+        from .screens.extend_run import ExtendRunScreen
+        from .screens.runs import can_resume
+
+        if self.run_active:
+            self.notify("A run is already active in this app: stop it first.", severity="warning")
+            return
+        has_checkpoint = (Path(run_dir) / "checkpoints" / "last.pt").is_file()
+        if status in ("finished", "early_stopped") and has_checkpoint:
+            def extend(more: Optional[int]) -> None:
+                if more:
+                    self.resume_run(Path(run_dir), epochs=epochs_done + more)
+
+            self.push_screen(ExtendRunScreen(Path(run_dir).name, epochs_done), extend)
+            return
+        ok, why = can_resume(status, has_checkpoint)
+        if not ok:
+            self.notify(f"cannot resume {Path(run_dir).name}: {why}", severity="warning")
+            return
+        self.resume_run(Path(run_dir))
 
     def apply_advice(self, values: dict[str, Any]) -> None:
         """Hand the advisor's batch size / accumulation to the picker's form."""

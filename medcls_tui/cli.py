@@ -218,23 +218,28 @@ def _abort(trainer, sink) -> None:
 def train(**kwargs: Any) -> None:
     """Train (headless). Every flag of spec/TRAINING_TIPS.md works; unset values come from the tips."""
     from core.config import ConfigError
-    from core.data import DataError
-    from core.pretrained import EXIT_CODE as PRETRAINED_EXIT
-    from core.pretrained import PretrainedError
     from core.resolve import format_config_table
 
     flags, extras = split_kwargs(kwargs)
     try:
         resolved, resume_dir = resolve_from_cli(flags, extras)
-    except (ConfigError, DataError) as err:
+    except ConfigError as err:
         fail(str(err))
     if extras.get("print_config"):
         for line in format_config_table(resolved):
             typer.echo(line)
         raise typer.Exit(0)
+    from core.data.base import DataError
+    from core.data_check import check_data_location
+    from core.pretrained import EXIT_CODE as PRETRAINED_EXIT
+    from core.pretrained import PretrainedError
     from core.resume import ResumeError
     from core.runlock import RunLockedError
 
+    try:
+        check_data_location(resolved.config)
+    except ConfigError as err:
+        fail(str(err))
     try:
         summary = run_training(resolved, resume_dir)
     except PretrainedError as err:
@@ -262,6 +267,7 @@ def presets_list() -> None:
 def presets_show(name: str = typer.Argument(..., help="Preset name or file.")) -> None:
     """A preset's file and the resolved config it gives, with the source of each value."""
     from core.config import ConfigError
+    from core.data_check import check_data_location
     from core.presets import find_preset
     from core.resolve import format_config_table, resolve_config
 
@@ -275,6 +281,10 @@ def presets_show(name: str = typer.Argument(..., help="Preset name or file.")) -
     typer.echo("\n# resolved")
     for line in format_config_table(resolved):
         typer.echo(line)
+    try:
+        check_data_location(resolved.config)
+    except ConfigError as err:
+        typer.echo(f"note: to train it, {err}")
 
 
 @app.command("runs")

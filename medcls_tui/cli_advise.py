@@ -18,7 +18,7 @@ def build_config(model: str, mode: str, img_size: Optional[int], mixed_precision
                  augmentation: Optional[str], dataset: str, device: str):
     """A TrainConfig for the advisor. No data is read, so data_dir & co. are not needed here."""
     from core.config import TrainConfig
-    from core.models import resolve_model_name
+    from core.model_names import resolve_model_name
 
     resolve_model_name(model)  # unknown names fail with the list of aliases
     return TrainConfig(model=model, mode=mode, img_size=img_size or REFERENCE_IMG, mixed_precision=mixed_precision,
@@ -114,7 +114,7 @@ def advise(
     from pydantic import ValidationError
 
     from core.config import _format_validation_error
-    from core.models import ModelNameError
+    from core.model_names import ModelNameError
 
     try:
         config = build_config(model, mode, img_size, mixed_precision, grad_checkpointing, augmentation, dataset,

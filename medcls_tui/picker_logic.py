@@ -123,7 +123,12 @@ class FormModel:
 class Resolution:
     resolved: Optional[ResolvedConfig]
     error: Optional[str] = None
-    """The engine's one-line ConfigError, as the engine words it."""
+    """The engine's one-line ConfigError, as the engine words it. With `resolved` set too, the config is
+    valid but its data cannot be found (core.data_check): values and tips show, training refuses."""
+
+    @property
+    def trainable(self) -> bool:
+        return self.resolved is not None and not self.error
 
     @property
     def field(self) -> Optional[str]:
@@ -142,7 +147,18 @@ def resolve_form(form: FormModel, vram_gib: Optional[float] | str = "detect",
         return Resolution(None, str(err))
     except Exception as err:  # noqa: BLE001 - e.g. a broken install: show it instead of crashing the UI
         return Resolution(None, f"{type(err).__name__}: {err}")
-    return Resolution(resolved)
+    return Resolution(resolved, data_problem(resolved))
+
+
+def data_problem(resolved: ResolvedConfig) -> Optional[str]:
+    """Where the data should be but is not (the check `medcls train` runs before starting), or None."""
+    from core.data_check import check_data_location
+
+    try:
+        check_data_location(resolved.config)
+    except ConfigError as err:
+        return str(err)
+    return None
 
 
 def display_error(message: str) -> str:
@@ -193,7 +209,7 @@ def model_reason(model: str) -> str:
     if parts:
         return "; ".join(parts)
     try:
-        from core.models import model_family, resolve_model_name
+        from core.model_names import model_family, resolve_model_name
 
         family = model_family(resolve_model_name(model))
         label = tips.LR_TABLE.get(family, tips.LR_TABLE["cnn"])["label"]

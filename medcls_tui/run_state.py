@@ -86,6 +86,9 @@ class RunState:
     summary: dict = field(default_factory=dict)
     error: Optional[str] = None
 
+    elapsed_offset: float = 0.0
+    """Time the run had already trained before this session (a resumed run's clock continues)."""
+
     version: int = 0
     """Bumped by every applied event: widgets redraw only when it moved."""
     curve_version: int = 0
@@ -127,6 +130,16 @@ class RunState:
             state.error = summary.get("error") or state.error
         return state
 
+    @classmethod
+    def for_resume(cls, records: Iterable[dict]) -> "RunState":
+        """A resumed run's live state starts from its history: loss curve, epochs, best epoch and
+        patience, elapsed time; the new session's events continue it."""
+        state = cls.from_records(records)
+        state.status, state.summary, state.error = "starting", {}, None
+        state.should_stop, state.stop_reason = False, ""
+        state.elapsed_offset = float(state.elapsed_s or 0.0)
+        return state
+
     # ------------------------------------------------------------------ handlers
     def _on_DataProgress(self, e) -> None:
         self.data_progress = (int(e.done), int(e.total), str(e.description))
@@ -161,7 +174,8 @@ class RunState:
         self.steps_per_epoch, self.total_steps = e.steps_per_epoch, e.total_steps
         self.global_step = e.global_step
         self.loss, self.lr = e.loss, e.lr
-        self.images_per_sec, self.elapsed_s, self.eta_s = e.images_per_sec, e.elapsed_s, e.eta_s
+        self.images_per_sec, self.eta_s = e.images_per_sec, e.eta_s
+        self.elapsed_s = None if e.elapsed_s is None else self.elapsed_offset + e.elapsed_s
         self.gpu_mem_gib = e.gpu_mem_gib
         self._add_step(e.global_step, e.loss, e.lr)
 
@@ -175,7 +189,8 @@ class RunState:
         metrics = dict(e.metrics or {})
         self.epoch = int(e.epoch)
         self.epochs = int(getattr(e, "epochs", self.epochs) or self.epochs)
-        self.elapsed_s = getattr(e, "elapsed_s", self.elapsed_s)
+        elapsed = getattr(e, "elapsed_s", None)
+        self.elapsed_s = self.elapsed_s if elapsed is None else self.elapsed_offset + elapsed
         self.epoch_log = [r for r in self.epoch_log if r.epoch < self.epoch]  # a resumed run re-reports
         self.epoch_log.append(EpochRecord(epoch=self.epoch, train_loss=_num(e.train_loss),
                                           val_loss=_num(metrics.get("val_loss")), metrics=metrics,

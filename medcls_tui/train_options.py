@@ -38,7 +38,7 @@ def config_options() -> list[inspect.Parameter]:
     params = []
     for name, info in TrainConfig.model_fields.items():
         base = _base_type(info.annotation)
-        doc = (info.description or "").split("\n")[0]
+        doc = " ".join((info.description or "").split())  # the whole docstring, on one line
         if base is bool:
             option = typer.Option(None, f"--{name}/--no_{name}", help=doc, show_default=False)
             annotation = Optional[bool]

@@ -70,7 +70,6 @@ def test_seed_yaml_shape_applies_only_to_its_mode(tmp_path):
     ({"augmentation": "cutmix"}, "augmentation: must be one of none, standard"),
     ({"model": "resnet_9000"}, "model: unknown model 'resnet_9000'"),
     ({"dataset": "covidx", "data_dir": "/x", "multi_label": True}, "multi_label: 'covidx' is a single-label"),
-    ({"dataset": "nih"}, "data_dir: --dataset nih needs --data_dir"),
     ({"label_smoothing": 1.5}, "label_smoothing: must be between 0 and 1"),
     ({"device": "tpu"}, "device: must be auto, cpu, cuda or cuda:N"),
     ({"run_name": None, "batch_size": 0}, "batch_size: must be >= 1"),

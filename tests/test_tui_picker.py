@@ -7,6 +7,7 @@ from textual.widgets import Input, Select
 from typer.testing import CliRunner
 
 from core.config import ConfigError
+from core.data_check import check_data_location
 from core.presets import find_preset
 from core.resolve import resolve_config
 from medcls_tui import advice
@@ -37,22 +38,30 @@ async def test_choosing_a_preset_shows_its_settings_and_tips(tmp_path, size):
             names.append(plist.current.name)
         assert plist.current.name == "covidx"
         await picker_ready(pilot)
-        # covidx needs a data folder: the engine's own message, under the data dir field
+        # covidx needs a data folder: the check training runs, under the data dir field
+        resolved = resolve_config({"output_dir": str(tmp_path / "runs")}, preset=str(find_preset("covidx").path),
+                                  vram_gib=None)
         with pytest.raises(ConfigError) as err:
-            resolve_config({"output_dir": str(tmp_path / "runs")}, preset=str(find_preset("covidx").path),
-                           vram_gib=None)
+            check_data_location(resolved.config)
         form = picker.query_one(SettingsForm)
         assert form.error_text("data_dir") == display_error(str(err.value))
         assert picker.query_one("#field-dataset", Select).value == "covidx"
-        # type a data dir: valid now, and the tips explain the values
+        # a folder without COVIDx label files is refused by name, while typing
+        data = tmp_path / "covidx"
+        data.mkdir()
         picker.query_one("#field-data_dir", Input).focus()
-        await pilot.press(*"/data/covidx")
+        await pilot.press(*str(data))
+        await picker_ready(pilot)
+        assert "no COVIDx label file" in form.error_text("data_dir")
+        # with a label file: valid now, and the tips explain the values
+        (data / "train_COVIDx9A.txt").write_text("")
+        await pilot.press("end", "space", "backspace")
         await picker_ready(pilot)
         assert form.error_text("data_dir") == ""
         tips = picker.query_one(TipsPanel).plain
         assert "covidx" in tips and "early_stopping" in tips and "[tip]" in tips
         assert "Smaller dataset, watch for overfitting" in tips  # dataset tips from core.tips
-        assert app.current_resolved.config.data_dir == "/data/covidx"
+        assert app.current_resolved.config.data_dir == str(data)
         assert app.current_resolved.sources["data_dir"] == "flag"
         text = screen_text(app)
         assert "Presets" in text and "^t Train" in text and "^s Save preset" in text

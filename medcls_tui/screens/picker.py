@@ -32,7 +32,7 @@ from ..widgets.tips_panel import TipsPanel, tips_text
 
 
 def _dataset_names() -> list[str]:
-    from core.data import dataset_names
+    from core.resolve import dataset_names
 
     return dataset_names()
 
@@ -73,6 +73,8 @@ class PickerScreen(Screen):
         self.resolution: Optional[Resolution] = None
         self.resolved_generation = -1
         self.rows: list = []
+        self.start_failure: Optional[Text] = None
+        """Why the last ctrl+t run could not start; shown until the settings change."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -82,7 +84,8 @@ class PickerScreen(Screen):
             with Horizontal(id="picker-right"):
                 yield SettingsForm(_dataset_names(), _model_names(), id="settings", classes="pane")
                 yield TipsPanel(id="tips", classes="pane")
-        yield Static(id="picker-status")
+        yield Static(Text.assemble(("loading", "bold yellow"), ": presets, tips and the training engine..."),
+                     id="picker-status")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -91,6 +94,7 @@ class PickerScreen(Screen):
         self.query_one("#tips").border_title = "Why (tips)"
         self.reload_presets(self.app.initial_preset)
         self.query_one(PresetList).focus()
+        self.call_after_refresh(self.app.start_engine_preload)  # after the first screen is on the terminal
 
     # ------------------------------------------------------------------ presets
     def reload_presets(self, select: Optional[str] = None) -> None:
@@ -163,6 +167,7 @@ class PickerScreen(Screen):
             return  # an edit came in since: a newer resolution is on its way
         self.resolution = message.resolution
         self.resolved_generation = message.generation
+        self.start_failure = None
         form_widget = self.query_one(SettingsForm)
         tips = self.query_one(TipsPanel)
         res = message.resolution
@@ -175,8 +180,12 @@ class PickerScreen(Screen):
             tips.show(tips_text(self.form.preset, self.rows, title, bullets, res.resolved.warnings,
                                 bullet="*" if self.app.settings.ascii else "•"))
             self.app.current_resolved = res.resolved
-            self.set_status(Text.assemble(("ready", "bold green"), ": ctrl+t trains this config, "
-                                          "ctrl+s saves it as a preset"))
+            if res.error:  # valid settings, but the data is not where they say (data_dir & co.)
+                message_text = display_error(res.error)
+                form_widget.set_error(res.field if res.field in MAIN_FIELDS else None, message_text)
+                self.set_status(Text(message_text, style="bold red"))
+            else:
+                self.show_ready()
         else:
             message_text = display_error(res.error or "")
             key = res.field if res.field in MAIN_FIELDS else None
@@ -191,13 +200,48 @@ class PickerScreen(Screen):
         """The latest resolution matches the form as it is now."""
         return self.resolved_generation == self.generation
 
+    def show_ready(self) -> None:
+        """The status line once the settings are valid; says so while the engine is still loading."""
+        if not self.app.engine_ready.is_set():
+            self.set_status(Text.assemble(("loading", "bold yellow"), " the training engine (torch, timm) in the "
+                                          "background; ctrl+t trains as soon as it is in"))
+        elif self.app.run_active:
+            self.set_status(Text.assemble(("run active", "bold yellow"), ": w watches it; ctrl+s saves these "
+                                          "settings as a preset"))
+        else:
+            self.set_status(Text.assemble(("ready", "bold green"), ": ctrl+t trains this config, "
+                                          "ctrl+s saves it as a preset"))
+
+    def show_start_failure(self, message: str) -> None:
+        """The run could not start: the message in the status line (and under its field when it names one)."""
+        from ..picker_logic import error_field
+
+        text = display_error(message.removeprefix("failed: "))
+        key = error_field(text)
+        if key in MAIN_FIELDS:
+            self.query_one(SettingsForm).set_error(key, text)
+        self.start_failure = Text.assemble(("could not start: ", "bold red"), text)
+        self.set_status(self.start_failure)
+        self.notify(text, title="run could not start", severity="error", timeout=8)
+
+    def engine_loaded(self) -> None:
+        if self.resolution is not None and self.resolution.trainable:
+            self.show_ready()
+
+    def on_screen_resume(self) -> None:
+        """Back from another screen: a run may have started or ended meanwhile."""
+        if self.start_failure is not None:
+            self.set_status(self.start_failure)
+        elif self.resolution is not None and self.resolution.trainable and self.is_current:
+            self.show_ready()
+
     def set_status(self, text: Text | str) -> None:
         self.query_one("#picker-status", Static).update(text)
 
     # ------------------------------------------------------------------ actions
     def action_train(self) -> None:
         resolution = resolve_form(self.form, self.app.tips_vram(), flags=self.app.app_flags())
-        if resolution.resolved is None:
+        if not resolution.trainable:
             message_text = display_error(resolution.error or "")
             self.query_one(SettingsForm).set_error(resolution.field if resolution.field in MAIN_FIELDS else None,
                                                    message_text)

@@ -12,7 +12,6 @@ from textual.widgets import Footer, Header, Static
 
 from ..run_state import TERMINAL, RunState, fmt_value
 from ..widgets.run_dashboard import VIEWS, RunDashboard
-from .runs import can_resume
 
 FOLLOW_INTERVAL_S = 2.0
 
@@ -44,7 +43,7 @@ class RunDetailScreen(Screen):
         Binding("2", "view('metric')", "Metric", show=False),
         Binding("3", "view('lr')", "LR", show=False),
         Binding("4", "view('classes')", "AUROC/class", show=False),
-        Binding("e", "resume", "Resume"),
+        Binding("e", "resume", "Resume/extend"),
         Binding("escape", "back", "Back"),
     ]
 
@@ -90,14 +89,8 @@ class RunDetailScreen(Screen):
     def action_resume(self) -> None:
         if self.state is None:
             return
-        if self.app.run_active:
-            self.app.notify("A run is already active in this app: stop it first.", severity="warning")
-            return
-        ok, why = can_resume(self.state.status, (self.run_dir / "checkpoints" / "last.pt").is_file())
-        if not ok:
-            self.app.notify(f"cannot resume: {why}", severity="warning")
-            return
-        self.app.resume_run(self.run_dir)
+        done = int(self.state.summary.get("epochs_completed") or self.state.epoch or 0)
+        self.app.resume_or_extend(self.run_dir, self.state.status, done)
 
     def action_back(self) -> None:
         self.app.pop_screen()

@@ -27,7 +27,7 @@ class RunsScreen(Screen):
     BINDINGS = [
         Binding("enter", "open", "Open", show=False),
         Binding("o", "open", "Open"),
-        Binding("e", "resume", "Resume"),
+        Binding("e", "resume", "Resume/extend"),
         Binding("g", "refresh", "Refresh"),
         Binding("escape", "back", "Back"),
     ]
@@ -71,7 +71,7 @@ class RunsScreen(Screen):
                           "--" if stable else info.date, key=key)
         where = "the output folder" if stable else folder
         self.query_one("#runs-title", Static).update(f" {len(found)} run(s) in {where}")
-        hint = ("enter: curves   e: resume an unfinished run (same as --retrain)   g: refresh"
+        hint = ("enter: curves   e: resume a run, or extend a finished one   g: refresh"
                 if found else f"No runs yet in {where}. Train one from the picker (ctrl+t).")
         self.query_one("#runs-hint", Static).update(hint)
 
@@ -97,14 +97,7 @@ class RunsScreen(Screen):
         info = self.selected()
         if info is None:
             return
-        if self.app.run_active:
-            self.app.notify("A run is already active in this app: stop it first.", severity="warning")
-            return
-        ok, why = can_resume(info.status, (info.path / "checkpoints" / "last.pt").is_file())
-        if not ok:
-            self.app.notify(f"cannot resume {info.name}: {why}", severity="warning")
-            return
-        self.app.resume_run(info.path)
+        self.app.resume_or_extend(info.path, info.status, int(info.epochs_completed or 0))
 
     def action_refresh(self) -> None:
         self.load()

@@ -60,6 +60,12 @@ class RunDashboard(Vertical):
         text.append(" (v: next chart)", style="dim")
         self.query_one("#view-tabs", Static).update(text)
 
+    def on_resize(self) -> None:
+        """Charts drawn before the layout knew the size (a past run's screen does not redraw on a timer):
+        draw again once it does, so every chart shows without pressing v."""
+        if self._state is not None:
+            self.call_after_refresh(self.show, self._state, self.stable, self.ascii, True)
+
     def next_view(self) -> None:
         self.view = VIEWS[(VIEWS.index(self.view) + 1) % len(VIEWS)]
 
