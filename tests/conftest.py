@@ -26,31 +26,28 @@ THREAD_RELEASE_S = 180.0
 
 
 # ---------------------------------------------------------------- the real chest X-ray fixtures
-def fixtures_root() -> Path | None:
-    """The real fixtures: `$MEDCLS_FIXTURES`, else `../shared/fixtures` beside the repo; None if absent.
-
-    The only place tests/ names that folder: a clone without it still passes (real_data tests skip).
-    """
+def fixtures_dir() -> Path:
+    """Where the real fixtures are looked for: `$MEDCLS_FIXTURES`, else `../shared/fixtures` beside
+    the repo. The only place tests/ names that folder; tests that read it are marked `real_data`
+    and skip (one line, see below) where it is absent: a user's clone, a fork's CI, a pip install."""
     env = os.environ.get("MEDCLS_FIXTURES")
-    root = Path(env).expanduser() if env else REPO.parent / "shared" / "fixtures"
-    return root if root.is_dir() else None
+    return Path(env).expanduser().resolve() if env else REPO.parent / "shared" / "fixtures"
 
 
-def real_fixture(*parts: str) -> Path:
-    """A path inside the real fixtures, or a skip with a one-line reason when they are absent."""
-    root = fixtures_root()
-    if root is None:
-        where = os.environ.get("MEDCLS_FIXTURES") or str(REPO.parent / "shared" / "fixtures")
-        pytest.skip(f"real fixtures not found at {where} (set MEDCLS_FIXTURES=DIR)")
-    path = root.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real fixture {path} missing")
-    return path
+FIXTURES = fixtures_dir()
+"""Use only inside tests marked `@pytest.mark.real_data`."""
+SPEC = FIXTURES.parent / "spec" / "TRAINING_TIPS.md"
+"""The spec the tips were written from, kept beside the fixtures (a real_data check only)."""
 
 
-def spec_file() -> Path:
-    """The spec the tips were written from (beside the fixtures); skips when absent."""
-    return real_fixture("..", "spec", "TRAINING_TIPS.md")
+def pytest_collection_modifyitems(config, items):
+    """Skip `real_data` tests with one line when the fixtures are absent (before their fixtures run)."""
+    if FIXTURES.is_dir():
+        return
+    skip = pytest.mark.skip(reason=f"real fixtures not found at {FIXTURES} (set MEDCLS_FIXTURES=DIR)")
+    for item in items:
+        if "real_data" in item.keywords:
+            item.add_marker(skip)
 
 
 # ---------------------------------------------------------------- tiny runs

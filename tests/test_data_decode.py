@@ -12,7 +12,7 @@ from PIL import Image
 from core.data.base import DataError
 from core.data.decode import DecodeError, decode_gray, dicom_to_uint8, load_resized, scale_to_uint8, window
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+from conftest import FIXTURES
 DICOM_DIR = FIXTURES / "dicom"
 MONO2 = DICOM_DIR / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
 MONO1 = DICOM_DIR / "Fake_MONOHR1.dcm"
@@ -98,6 +98,7 @@ def test_broken_files_raise_decode_error_with_reason(tmp_path, kind, reason):
     assert info.value.path == str(path)
 
 
+@pytest.mark.real_data
 def test_dicom_monochrome1_is_the_inverse_of_monochrome2():
     pytest.importorskip("pydicom")
     mono2 = decode_gray(MONO2)
@@ -107,6 +108,7 @@ def test_dicom_monochrome1_is_the_inverse_of_monochrome2():
     np.testing.assert_array_equal(mono1.astype(int), 255 - mono2.astype(int))
 
 
+@pytest.mark.real_data
 def test_dicom_with_wrong_extension_is_detected_by_magic(tmp_path):
     pytest.importorskip("pydicom")
     shutil.copy(MONO2, tmp_path / "scan.png")
@@ -170,6 +172,7 @@ def test_dicom_pipeline_without_tags_keeps_8bit_values():
     np.testing.assert_array_equal(dicom_to_uint8(Meta(), arr), arr)
 
 
+@pytest.mark.real_data
 def test_missing_pydicom_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "pydicom", None)  # import pydicom -> ImportError
     with pytest.raises(DataError) as info:
