@@ -16,6 +16,7 @@ from core.data.decode import decode_gray, resize_square
 from core.data.vinbigdata import FINDINGS, consensus, read_annotations
 
 from conftest import FIXTURES
+from official_layouts import write_dicom
 SAMPLE = FIXTURES / "label_formats" / "vinbigdata_train_sample.csv"
 DICOM = FIXTURES / "dicom" / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
 HEADER = "image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max"
@@ -96,12 +97,12 @@ def test_png_is_preferred_over_dicom_and_missing_ids_are_skipped(tmp_path):
     assert b.skipped == [("gone", "missing file")]
 
 
-@pytest.mark.real_data
 def test_dicom_without_pydicom_names_the_extra(tmp_path, monkeypatch):
+    pytest.importorskip("pydicom")
     rows = [HEADER, "a,No finding,14,R1,,,,", "b,Cardiomegaly,3,R1,1,1,5,5"]
     make_dataset(tmp_path, "\n".join(rows) + "\n", [])
     for image_id in ("a", "b"):
-        shutil.copy(DICOM, tmp_path / "train" / f"{image_id}.dicom")
+        write_dicom(tmp_path / "train" / f"{image_id}.dicom", np.full((8, 8), 100, dtype=np.uint16))
     monkeypatch.setitem(sys.modules, "pydicom", None)
     with pytest.raises(DataError, match=r"needs pydicom.*uv sync --extra dicom.*medcls\[dicom\]"):
         load_dataset(config(tmp_path))
