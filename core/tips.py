@@ -1,7 +1,8 @@
-"""The tables of spec/TRAINING_TIPS.md as data, and the small functions that apply them.
+"""The tables of the training tips as data, and the small functions that apply them.
 
-Every number the app suggests comes from here, with the spec section it encodes, so the TUI's
-explanations, `--print-config` and the presets all say the same thing.
+Every number the app suggests comes from here, with the section of docs/TIPS.md (generated from
+this module by core/tips_doc.py) that it encodes, so the TUI's explanations, `--print-config`, the
+presets and the document all say the same thing.
 """
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-SPEC = "spec/TRAINING_TIPS.md"
+SPEC = "docs/TIPS.md"
+"""Where the provenance lines point: the document generated from these tables (core/tips_doc.py)."""
 
 # --- General guidelines: Linear Probe vs Full Fine-tune -------------------------------------
 MODE_TABLE = {

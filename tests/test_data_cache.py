@@ -12,6 +12,8 @@ from PIL import Image
 from core.data.cache import CachedTable, build_cache, cache_root, check_cache
 from core.data.decode import load_resized
 
+from conftest import FIXTURES
+
 
 def make_images(folder: Path, n: int, size: int = 48) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
@@ -106,11 +108,12 @@ def test_cached_table_pickles_without_pixels(tmp_path):
     assert img.flags.writeable and not isinstance(img, np.memmap)
 
 
+@pytest.mark.real_data
 def test_cache_root_falls_back_when_data_dir_is_read_only(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_root(str(tmp_path), None) == (tmp_path / ".medcls_cache", None)
     assert cache_root(str(tmp_path), str(tmp_path / "c"))[0] == tmp_path / "c"
-    ro = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "nih_chestxray14"
+    ro = FIXTURES / "nih_chestxray14"
     if ro.stat().st_mode & 0o222:
         pytest.skip("fixtures are not marked read-only here")
     root, note = cache_root(str(ro), None)

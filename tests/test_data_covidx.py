@@ -13,7 +13,7 @@ from core.data import load_dataset
 from core.data.base import DataError
 from core.data.covidx import find_label_files, parse_label_file
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+from conftest import FIXTURES
 COVIDX = FIXTURES / "covidx"
 FORMATS = FIXTURES / "label_formats"
 
@@ -26,6 +26,7 @@ def all_ids(bundle) -> list[str]:
     return [i for t in (bundle.train, bundle.val, bundle.test) if t is not None for i in t.ids]
 
 
+@pytest.mark.real_data
 @pytest.mark.parametrize("name, fields, labels, sources", [
     ("test_COVIDx.txt", {3: 200}, {"normal": 95, "pneumonia": 95, "COVID-19": 10}, {"unknown": 200}),
     ("test_COVIDx5.txt", {3: 97, 4: 103}, {"normal": 49, "pneumonia": 51, "COVID-19": 100},
@@ -48,6 +49,7 @@ def test_every_layout_parses_like_the_readme_says(name, fields, labels, sources)
     assert parsed.binary == ("positive" in labels)
 
 
+@pytest.mark.real_data
 def test_five_field_lines_keep_the_space_in_the_patient_id():
     rows = [r for r in parse_label_file(FORMATS / "test_COVIDx7A.txt").rows if r.fields == 5]
     first = rows[0]
@@ -75,11 +77,13 @@ def test_mixing_binary_and_three_class_labels_is_an_error(tmp_path):
         parse_label_file(tmp_path / "l.txt")
 
 
+@pytest.mark.real_data
 def test_default_label_file_is_the_newest_three_class_one():
     train, val, test = find_label_files(COVIDX, None)
     assert train.name == "train_COVIDx9A.txt" and val is None and test is None
 
 
+@pytest.mark.real_data
 @pytest.mark.parametrize("label_file, n, counts", [
     ("labels/train_COVIDx4.txt", 47, [47, 0, 0]),
     ("labels/train_COVIDx5.txt", 51, [51, 0, 0]),
@@ -95,6 +99,7 @@ def test_three_class_files_with_real_images(tmp_path, label_file, n, counts):
     assert b.domain_names == ["cohen"] and b.train.targets.dtype == np.int64
 
 
+@pytest.mark.real_data
 @pytest.mark.parametrize("label_file, n, negatives", [
     ("labels/train_COVIDx6.txt", 55, 4), ("labels/train_COVIDx7B.txt", 55, 4),
     ("labels/train_COVIDx8B.txt", 10, 4), ("labels/train_COVIDx9B.txt", 10, 4),
@@ -108,6 +113,7 @@ def test_binary_files_become_non_covid_vs_covid(tmp_path, label_file, n, negativ
     assert ids["ARDSSevere.png"] == 0  # 'negative' in the file
 
 
+@pytest.mark.real_data
 def test_validation_is_split_by_patient_and_stratified(tmp_path):
     b = load_dataset(config(COVIDX, tmp_path, label_file="labels/train_COVIDx6.txt", val_fraction=0.2))
     assert not set(b.train.patients) & set(b.val.patients)
@@ -115,6 +121,7 @@ def test_validation_is_split_by_patient_and_stratified(tmp_path):
     assert b.class_counts("train")[0] >= 1
 
 
+@pytest.mark.real_data
 def test_official_folder_layout_with_train_test_and_unmapped_rows(tmp_path):
     root = tmp_path / "covidx"
     (root / "train").mkdir(parents=True)
@@ -133,11 +140,13 @@ def test_official_folder_layout_with_train_test_and_unmapped_rows(tmp_path):
     assert any("unmapped label 'ARDS'" in reason for _, reason in b.skipped)
 
 
+@pytest.mark.real_data
 def test_label_file_without_images_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match=r"test_COVIDx5.txt: resolves to zero usable images \(200 rows"):
         load_dataset(config(FORMATS, tmp_path, label_file="test_COVIDx5.txt"))
 
 
+@pytest.mark.real_data
 def test_multi_label_is_rejected(tmp_path):
     with pytest.raises(DataError, match="covidx is single-label"):
         load_dataset(config(COVIDX, tmp_path, multi_label=True))

@@ -12,7 +12,8 @@ from PIL import Image
 from core.data.base import DataError
 from core.data.decode import DecodeError, decode_gray, dicom_to_uint8, load_resized, scale_to_uint8, window
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+from conftest import FIXTURES
+from official_layouts import write_dicom
 DICOM_DIR = FIXTURES / "dicom"
 MONO2 = DICOM_DIR / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
 MONO1 = DICOM_DIR / "Fake_MONOHR1.dcm"
@@ -98,6 +99,7 @@ def test_broken_files_raise_decode_error_with_reason(tmp_path, kind, reason):
     assert info.value.path == str(path)
 
 
+@pytest.mark.real_data
 def test_dicom_monochrome1_is_the_inverse_of_monochrome2():
     pytest.importorskip("pydicom")
     mono2 = decode_gray(MONO2)
@@ -107,6 +109,7 @@ def test_dicom_monochrome1_is_the_inverse_of_monochrome2():
     np.testing.assert_array_equal(mono1.astype(int), 255 - mono2.astype(int))
 
 
+@pytest.mark.real_data
 def test_dicom_with_wrong_extension_is_detected_by_magic(tmp_path):
     pytest.importorskip("pydicom")
     shutil.copy(MONO2, tmp_path / "scan.png")
@@ -114,26 +117,8 @@ def test_dicom_with_wrong_extension_is_detected_by_magic(tmp_path):
 
 
 def _write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", **tags) -> None:
-    pydicom = pytest.importorskip("pydicom")
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    for key, value in tags.items():
-        setattr(ds, key, value)
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(str(path), enforce_file_format=True)
-    assert pydicom.dcmread(str(path)).pixel_array.shape == pixels.shape
+    pytest.importorskip("pydicom")
+    write_dicom(path, pixels, photometric, **tags)
 
 
 def test_dicom_window_is_applied(tmp_path):
@@ -170,8 +155,9 @@ def test_dicom_pipeline_without_tags_keeps_8bit_values():
     np.testing.assert_array_equal(dicom_to_uint8(Meta(), arr), arr)
 
 
-def test_missing_pydicom_names_the_extra(monkeypatch):
+def test_missing_pydicom_names_the_extra(tmp_path, monkeypatch):
+    _write_dicom(tmp_path / "scan.dcm", gradient(8, 8).astype(np.uint16))
     monkeypatch.setitem(sys.modules, "pydicom", None)  # import pydicom -> ImportError
     with pytest.raises(DataError) as info:
-        decode_gray(MONO2)
+        decode_gray(tmp_path / "scan.dcm")
     assert "uv sync --extra dicom" in str(info.value) and "medcls[dicom]" in str(info.value)

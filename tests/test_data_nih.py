@@ -12,7 +12,7 @@ from core.data import load_dataset
 from core.data.base import DataError
 from core.data.nih import FINDINGS, read_entries
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+from conftest import FIXTURES
 NIH = FIXTURES / "nih_chestxray14"
 
 # fixtures/README.md: images with each finding, (train_val, test).
@@ -40,6 +40,7 @@ def patients(table) -> set[str]:
     return set(table.patients)
 
 
+@pytest.mark.real_data
 def test_counts_and_official_split(bundle):
     assert bundle.multi_label and bundle.classes == FINDINGS and bundle.skipped == []
     assert len(bundle.train) + len(bundle.val) == 278
@@ -51,12 +52,14 @@ def test_counts_and_official_split(bundle):
     assert not (set(bundle.train.ids) | set(bundle.val.ids)) & official_test
 
 
+@pytest.mark.real_data
 def test_splits_are_patient_disjoint(bundle):
     train, val, test = patients(bundle.train), patients(bundle.val), patients(bundle.test)
     assert not train & val and not train & test and not val & test
     assert len(val) == round(0.1 * len(train | val))  # default val_fraction of train_val patients
 
 
+@pytest.mark.real_data
 def test_positives_per_finding_match_the_readme(bundle):
     trainval = bundle.class_counts("train") + bundle.class_counts("val")
     test = bundle.class_counts("test")
@@ -66,6 +69,7 @@ def test_positives_per_finding_match_the_readme(bundle):
     assert (all_zero(bundle.train) + all_zero(bundle.val), all_zero(bundle.test)) == NO_FINDING
 
 
+@pytest.mark.real_data
 def test_multi_hot_targets_and_domains(bundle):
     assert bundle.train.targets.dtype == np.float32 and bundle.train.targets.shape[1] == 14
     everything = {}
@@ -80,11 +84,13 @@ def test_multi_hot_targets_and_domains(bundle):
     assert sum(int(t.sum() > 1) for t, _ in everything.values()) == 111
 
 
+@pytest.mark.real_data
 def test_images_are_cached_at_training_resolution(bundle):
     img = bundle.train.image(0)
     assert img.shape == (32, 32) and img.dtype == np.uint8 and img.std() > 5
 
 
+@pytest.mark.real_data
 def test_header_with_unquoted_brackets_parses_by_name():
     header = (NIH / "Data_Entry_2017_v2020.csv").read_text().splitlines()[0]
     assert len(header.split(",")) == 11  # the bracketed cells split, like the data rows
@@ -93,6 +99,7 @@ def test_header_with_unquoted_brackets_parses_by_name():
     assert rows[0]["image"] == "00000001_000.png" and rows[0]["patient"] == "1" and rows[0]["view"] == "PA"
 
 
+@pytest.mark.real_data
 def test_validation_fraction_and_seed(tmp_path):
     a = load_dataset(config(NIH, tmp_path, val_fraction=0.3, seed=1))
     b = load_dataset(config(NIH, tmp_path, val_fraction=0.3, seed=1))
@@ -103,6 +110,7 @@ def test_validation_fraction_and_seed(tmp_path):
     assert len(a.test) == 41  # the official test split never moves
 
 
+@pytest.mark.real_data
 def test_nested_official_archive_layout_and_missing_images(tmp_path):
     root = tmp_path / "nih"
     names = sorted(p.name for p in (NIH / "images").iterdir())
@@ -118,6 +126,7 @@ def test_nested_official_archive_layout_and_missing_images(tmp_path):
     assert {r for _, r in b.skipped} == {"missing file"}
 
 
+@pytest.mark.real_data
 def test_single_label_is_no_finding_vs_abnormal(tmp_path):
     b = load_dataset(config(NIH, tmp_path, multi_label=False))
     assert b.classes == ["Normal", "Abnormal"] and not b.multi_label
@@ -125,6 +134,7 @@ def test_single_label_is_no_finding_vs_abnormal(tmp_path):
     assert normal == 53
 
 
+@pytest.mark.real_data
 def test_unknown_finding_names_file_and_line(tmp_path):
     lines = (NIH / "Data_Entry_2017_v2020.csv").read_text().splitlines()
     lines[5] = lines[5].replace(lines[5].split(",")[1], "Cardiomegaly|Tumour", 1)
@@ -133,6 +143,7 @@ def test_unknown_finding_names_file_and_line(tmp_path):
         load_dataset(config(tmp_path, tmp_path / "cache"))
 
 
+@pytest.mark.real_data
 def test_without_split_lists_falls_back_to_a_patient_split(tmp_path):
     root = tmp_path / "nih"
     (root / "images").mkdir(parents=True)
@@ -145,6 +156,7 @@ def test_without_split_lists_falls_back_to_a_patient_split(tmp_path):
     assert not patients(b.test) & (patients(b.train) | patients(b.val))
 
 
+@pytest.mark.real_data
 def test_read_only_fixture_is_never_written(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     b = load_dataset(TrainConfig(dataset="nih", data_dir=str(NIH), img_size=16))

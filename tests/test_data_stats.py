@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -14,7 +15,7 @@ from core.data.records import load_labels_only
 from core.data.stats import compute_stats, format_stats
 from medcls_tui.cli_data import data_app, prepare_command
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+from conftest import FIXTURES
 NIH = FIXTURES / "nih_chestxray14"
 README_ALL = {"Atelectasis": 45, "Cardiomegaly": 28, "Effusion": 43, "Infiltration": 64, "Mass": 35, "Nodule": 45,
               "Pneumonia": 16, "Pneumothorax": 22, "Consolidation": 42, "Edema": 9, "Emphysema": 20,
@@ -71,6 +72,7 @@ def test_format_stats_lines():
     assert "warning: patient leakage" in text and "note: a note" in text
 
 
+@pytest.mark.real_data
 def test_nih_fixture_statistics_without_decoding():
     config = TrainConfig(dataset="nih", data_dir=str(NIH), img_size=32)
     bundle = load_labels_only(config)
@@ -89,6 +91,7 @@ def cli() -> typer.Typer:
     return app
 
 
+@pytest.mark.real_data
 def test_cli_stats_json_and_text():
     runner = CliRunner()
     result = runner.invoke(cli(), ["data", "stats", "--dataset", "nih", "--data_dir", str(NIH), "--json"])
@@ -99,6 +102,7 @@ def test_cli_stats_json_and_text():
     assert text.exit_code == 0 and "nih: single-label, 2 classes" in text.output
 
 
+@pytest.mark.real_data
 def test_cli_prepare_builds_the_cache_then_training_reuses_it(tmp_path):
     runner = CliRunner()
     args = ["--dataset", "covidx", "--data_dir", str(FIXTURES / "covidx"), "--img_size", "32",

@@ -15,7 +15,8 @@ from core.data.base import DataError
 from core.data.decode import decode_gray, resize_square
 from core.data.vinbigdata import FINDINGS, consensus, read_annotations
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+from conftest import FIXTURES
+from official_layouts import write_dicom
 SAMPLE = FIXTURES / "label_formats" / "vinbigdata_train_sample.csv"
 DICOM = FIXTURES / "dicom" / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
 HEADER = "image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max"
@@ -32,6 +33,7 @@ def make_dataset(root: Path, csv_text: str, ids: list[str], suffix: str = ".png"
         Image.fromarray(np.full((40, 40), 10 + k, dtype=np.uint8)).save(root / "train" / f"{image_id}{suffix}", format="PNG")
 
 
+@pytest.mark.real_data
 def test_sample_csv_consensus_counts():
     images = read_annotations(SAMPLE)
     assert len(images) == 37
@@ -41,6 +43,7 @@ def test_sample_csv_consensus_counts():
     assert sum(consensus(e, "majority") for e in images.values()) == 22
 
 
+@pytest.mark.real_data
 def test_bundle_from_sample_csv_with_png_images(tmp_path):
     ids = list(read_annotations(SAMPLE))
     make_dataset(tmp_path, SAMPLE.read_text(), ids)
@@ -72,6 +75,7 @@ def test_any_versus_majority(tmp_path):
     assert [FINDINGS[k] for k in np.flatnonzero(multi_any["two_of_three"])] == ["Cardiomegaly", "Nodule/Mass"]
 
 
+@pytest.mark.real_data
 def test_dicom_images_are_decoded(tmp_path):
     pytest.importorskip("pydicom")
     rows = [HEADER, "a,No finding,14,R1,,,,", "b,Cardiomegaly,3,R1,1,1,5,5", "c,No finding,14,R1,,,,"]
@@ -94,10 +98,11 @@ def test_png_is_preferred_over_dicom_and_missing_ids_are_skipped(tmp_path):
 
 
 def test_dicom_without_pydicom_names_the_extra(tmp_path, monkeypatch):
+    pytest.importorskip("pydicom")
     rows = [HEADER, "a,No finding,14,R1,,,,", "b,Cardiomegaly,3,R1,1,1,5,5"]
     make_dataset(tmp_path, "\n".join(rows) + "\n", [])
     for image_id in ("a", "b"):
-        shutil.copy(DICOM, tmp_path / "train" / f"{image_id}.dicom")
+        write_dicom(tmp_path / "train" / f"{image_id}.dicom", np.full((8, 8), 100, dtype=np.uint16))
     monkeypatch.setitem(sys.modules, "pydicom", None)
     with pytest.raises(DataError, match=r"needs pydicom.*uv sync --extra dicom.*medcls\[dicom\]"):
         load_dataset(config(tmp_path))
@@ -111,6 +116,7 @@ def test_unknown_class_id_names_file_and_line(tmp_path):
         load_dataset(config(tmp_path))
 
 
+@pytest.mark.real_data
 def test_sample_csv_alone_has_no_images(tmp_path):
     shutil.copy(SAMPLE, tmp_path / "train.csv")
     with pytest.raises(DataError, match=r"train.csv: resolves to zero usable images \(37 rows, 37 missing"):

@@ -10,7 +10,8 @@ import yaml
 
 from core.checkpoint import load_checkpoint
 from core.engine import Trainer
-from core.events import CheckpointSaved, Control, EarlyStopState, EpochDone, RunFinished, RunStarted, StepDone
+from core.events import (CheckpointSaved, Control, EarlyStopState, EpochDone, RunFinished, RunStarted,
+                         StatusChanged, StepDone)
 from core.resolve import resolve_config
 from core.runs import list_runs, read_metrics
 
@@ -68,22 +69,59 @@ def test_stop_saves_checkpoint_and_summary(tiny_flags):
 
 def test_pause_blocks_the_loop_until_resume(tiny_flags):
     control = Control()
-    paused_at = []
+    seen = []  # event kinds in order; "resume" marks when the test resumed
+    paused = threading.Event()
 
     def on_event(e):
-        if isinstance(e, StepDone) and e.global_step == 2 and not paused_at:
-            paused_at.append(e.global_step)
-            control.pause()
+        if isinstance(e, StepDone):
+            seen.append(("step", e.global_step))
+            if e.global_step == 2 and not control.paused and ("resume",) not in seen:
+                control.pause()
+        elif isinstance(e, StatusChanged):
+            seen.append((e.status,))
+            if e.status == "paused":
+                paused.set()
 
     trainer = Trainer(resolve_config(tiny_flags, vram_gib=None), on_event=on_event, control=control)
     thread = threading.Thread(target=trainer.fit)
     thread.start()
-    assert not control.finished.wait(1.0), "a paused run must not finish"
-    assert trainer.pos.global_step == 2
-    control.resume()
-    assert control.finished.wait(60)
-    thread.join()
+    try:
+        _wait_until(lambda: paused.is_set() or control.finished.is_set())
+        assert paused.is_set() and not control.finished.is_set(), "the loop did not pause"
+        # The loop blocks in Control.wait_while_paused: no step, checkpoint or end while paused.
+        _wait_until(lambda: _blocked_in(thread, "wait_while_paused"))
+        assert not control.finished.is_set() and trainer.pos.global_step == 2
+        seen.append(("resume",))
+        control.resume()
+        assert control.finished.wait(300)
+    finally:
+        control.request_stop()
+        thread.join()
     assert trainer.status == "finished"
+    i = seen.index(("paused",))
+    assert seen[i - 1] == ("step", 2) and seen[i + 1] == ("resume",) and seen[i + 2] == ("running",)
+    assert seen[i + 3] == ("step", 3)
+
+
+def _blocked_in(thread: threading.Thread, function: str) -> bool:
+    import sys
+
+    frame = sys._current_frames().get(thread.ident)
+    while frame is not None:
+        if frame.f_code.co_name == function:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _wait_until(predicate, timeout: float = 300.0) -> None:
+    """Poll a condition another thread will make true (the bound only catches a broken condition)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {predicate}"
+        time.sleep(0.01)
 
 
 def test_save_now_writes_checkpoint_mid_epoch(tiny_flags):

@@ -44,7 +44,7 @@ SECTIONS = [
      "The first screen. Presets (built-in and your saved ones) grouped by dataset, budget and task; "
      "the main settings of the highlighted preset, editable; and why each value is what it is: the "
      "value, where it came from (`[preset]`, `[tip]`, `[flag]` for your edits, `[default]`) and the "
-     "tip's reason from `spec/TRAINING_TIPS.md`. Every edit is checked by the engine's own config "
+     "tip's reason, citing its section of `docs/TIPS.md`. Every edit is checked by the engine's own config "
      "validation; an invalid value shows the engine's message under the field. `ctrl+t` trains, "
      "`ctrl+s` saves the settings as a preset YAML that `medcls train --preset FILE` accepts."),
     ("Picker with an invalid value", "picker_invalid",

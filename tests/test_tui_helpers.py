@@ -80,12 +80,35 @@ def only_presets(*names: str) -> Callable:
     return listing
 
 
-async def wait_for(pilot, predicate: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
+WAIT_S = 300.0
+"""Upper bound of one wait: generous, because a wait ends on its condition, never on elapsed time;
+only a broken condition ever reaches it (and pytest-timeout bounds the whole test)."""
+
+
+async def wait_for(pilot, predicate: Callable[[], bool], timeout: float = WAIT_S, what: str = "") -> None:
+    """Let the app run until `predicate()` holds (checked between short pauses)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         await pilot.pause(0.05)
+
+
+async def wait_for_text(pilot, *needles: str, what: str = "") -> str:
+    """Wait until the screen shows every one of `needles` (a screen instance exists before it is
+    composed and rendered: wait for its content, not its class); returns the screen text."""
+    text = ""
+
+    def shown() -> bool:
+        nonlocal text
+        text = screen_text(pilot.app)
+        return all(n in text for n in needles)
+
+    try:
+        await wait_for(pilot, shown, what=what or f"screen text {needles}")
+    except AssertionError as err:
+        raise AssertionError(f"{err}; the screen showed:\n{text}") from None
+    return text
 
 
 async def picker_ready(pilot):
@@ -223,6 +246,47 @@ class StubTrainer:
             return {"status": status}
         finally:
             self.control.finished.set()
+
+
+class StepGate:
+    """Holds the training thread right after chosen steps until the test lets it go, so a key
+    pressed "mid-run" lands mid-run however fast or slow the machine is. A stop request (the test's
+    own, or the teardown's) always lets it go."""
+
+    def __init__(self, *hold_at: int) -> None:
+        self.hold_at = set(hold_at)
+        self.held_at: int | None = None
+        self._go = threading.Event()
+        self._held = threading.Event()
+
+    def wrap(self, on_event, control):
+        def gated(event):
+            on_event(event)
+            if isinstance(event, StepDone) and event.global_step in self.hold_at:
+                self._go.clear()
+                self.held_at = event.global_step
+                self._held.set()
+                while not self._go.wait(0.05) and not control.stop_requested:
+                    pass
+                self._held.clear()
+        return gated
+
+    def holding(self, step: int) -> bool:
+        return self._held.is_set() and self.held_at == step
+
+    def release(self) -> None:
+        self._go.set()
+
+
+def gated_engine(gate: StepGate):
+    """A trainer_factory for the app: the real engine, its events passing through `gate`."""
+
+    def factory(resolved, on_event, control, resume_dir=None):
+        from core.engine import Trainer
+
+        return Trainer(resolved, on_event=gate.wrap(on_event, control), control=control, resume_dir=resume_dir)
+
+    return factory
 
 
 def stub_factory(**options):

@@ -215,6 +215,6 @@ async def test_advisor_measured_probe_runs(tmp_path):
         await pilot.press("a")
         await wait_for(pilot, lambda: isinstance(app.screen, AdvisorScreen))
         await pilot.press("p")
-        await wait_for(pilot, lambda: app.screen.probe_state != "running", timeout=120, what="probe")
+        await wait_for(pilot, lambda: app.screen.probe_state != "running", what="probe")
         assert app.screen.probe_state == "done", app.screen.probe_state
         assert "max safe batch" in str(app.screen.query_one("#advisor-text").render())
