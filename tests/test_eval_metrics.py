@@ -134,3 +134,21 @@ def test_thresholds_youden_f1_and_target_sensitivity():
     probs = np.stack([1 - scores, scores], 1)
     chosen = choose_thresholds(probs, labels, ["neg", "pos"], False, "youden")
     assert chosen["pos"] == 0.6
+
+
+def test_bootstrap_weights_score_like_the_resampled_images():
+    """The vectorised bootstrap (multiplicities) equals scoring each resample's index list."""
+    from core.evaluation.metrics import bootstrap_groups, bootstrap_weights, weighted_rank_metrics
+
+    rng = np.random.default_rng(5)
+    scores, labels = rng.integers(0, 6, 30) / 6.0, rng.random(30) < 0.4
+    patients = [f"p{i // 3}" for i in range(30)]
+    unit, n_units, _ = bootstrap_groups(patients, 30)
+    w = next(bootstrap_weights(unit, n_units, 5, seed=2))
+    auc, ap = weighted_rank_metrics(scores, labels, w)
+    for row in range(5):
+        idx = np.repeat(np.arange(30), w[row].astype(int))
+        assert auc[row] == pytest.approx(auroc(scores[idx], labels[idx]))
+        assert ap[row] == pytest.approx(average_precision(scores[idx], labels[idx]))
+        # whole patients: the three images of a patient always share a multiplicity
+        assert np.all(w[row].reshape(10, 3) == w[row].reshape(10, 3)[:, :1])

@@ -6,6 +6,7 @@ specificity: reported as None, never 0.5 and never a crash. Macro means average 
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -18,28 +19,9 @@ RANK_METRICS = ("auroc", "ap")
 
 
 # ---------------------------------------------------------------- single binary problems
-def _average_ranks(scores: np.ndarray) -> np.ndarray:
-    """1-based ranks with ties sharing their mean rank (the Mann-Whitney convention)."""
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    boundaries = np.flatnonzero(np.diff(sorted_scores)) + 1
-    starts = np.concatenate([[0], boundaries])
-    ends = np.concatenate([boundaries, [len(scores)]])
-    mean_rank = (starts + ends + 1) / 2.0
-    ranks = np.empty(len(scores), dtype=np.float64)
-    ranks[order] = np.repeat(mean_rank, ends - starts)
-    return ranks
-
-
 def auroc(scores: np.ndarray, labels: np.ndarray) -> Optional[float]:
     """Area under the ROC curve (tied scores count one half); None without both classes."""
-    labels = np.asarray(labels).astype(bool)
-    n_pos = int(labels.sum())
-    n_neg = len(labels) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return None
-    ranks = _average_ranks(np.asarray(scores, dtype=np.float64))
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return _value(weighted_rank_metrics(scores, labels, np.ones((1, len(labels))))[0][0])
 
 
 def _operating_points(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -53,15 +35,9 @@ def _operating_points(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarra
 
 
 def average_precision(scores: np.ndarray, labels: np.ndarray) -> Optional[float]:
-    """Step-wise AP = sum over thresholds of (recall gain) x precision; None without positives."""
-    labels = np.asarray(labels).astype(bool)
-    n_pos = int(labels.sum())
-    if n_pos == 0 or n_pos == len(labels):
-        return None  # without negatives AP is 1 whatever the model does: not a measure of it
-    _, tp, fp = _operating_points(np.asarray(scores, dtype=np.float64), labels)
-    precision = tp / (tp + fp)
-    recall_gain = np.diff(np.r_[0.0, tp / n_pos])
-    return float(np.sum(recall_gain * precision))
+    """Step-wise AP = sum over thresholds of (recall gain) x precision. None without positives, and
+    None without negatives too: AP is then 1 whatever the model does, so it measures nothing."""
+    return _value(weighted_rank_metrics(scores, labels, np.ones((1, len(labels))))[1][0])
 
 
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -85,30 +61,10 @@ def pr_curve(scores: np.ndarray, labels: np.ndarray) -> Optional[tuple[np.ndarra
     return np.r_[0.0, tp / n_pos], np.r_[1.0, tp / (tp + fp)]
 
 
-def _ratio(num: float, den: float) -> Optional[float]:
-    return float(num / den) if den > 0 else None
-
-
 def threshold_metrics(predicted: np.ndarray, labels: np.ndarray) -> dict[str, Optional[float]]:
     """Sensitivity, specificity, PPV, NPV and F1 of yes/no decisions; None where a denominator is 0."""
-    p, y = np.asarray(predicted).astype(bool), np.asarray(labels).astype(bool)
-    tp = float(np.sum(p & y))
-    fp = float(np.sum(p & ~y))
-    fn = float(np.sum(~p & y))
-    tn = float(np.sum(~p & ~y))
-    return {"sensitivity": _ratio(tp, tp + fn), "specificity": _ratio(tn, tn + fp), "ppv": _ratio(tp, tp + fp),
-            "npv": _ratio(tn, tn + fn), "f1": _ratio(2 * tp, 2 * tp + fp + fn) if tp + fn > 0 else None}
-
-
-def _counts(predicted: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    p, y = predicted.astype(bool), labels.astype(bool)
-    return np.array([np.sum(p & y), np.sum(p & ~y), np.sum(~p & y), np.sum(~p & ~y)], dtype=np.float64)
-
-
-def _from_counts(c: np.ndarray) -> dict[str, Optional[float]]:
-    tp, fp, fn, tn = c
-    return {"sensitivity": _ratio(tp, tp + fn), "specificity": _ratio(tn, tn + fp), "ppv": _ratio(tp, tp + fp),
-            "npv": _ratio(tn, tn + fn), "f1": _ratio(2 * tp, 2 * tp + fp + fn) if tp + fn > 0 else None}
+    out = weighted_threshold_metrics(predicted, labels, np.ones((1, len(labels))))
+    return {k: _value(v[0]) for k, v in out.items()}
 
 
 # ---------------------------------------------------------------- calibration
@@ -159,49 +115,98 @@ def one_hot(targets: np.ndarray, n_classes: int, multi_label: bool) -> np.ndarra
     return np.asarray(targets, dtype=np.int64)[:, None] == np.arange(n_classes)[None]
 
 
-# ---------------------------------------------------------------- point estimates
-def point_metrics(probs: np.ndarray, labels: np.ndarray, yes: np.ndarray) -> dict:
-    """Per class (list per metric) and micro figures for one sample of the split."""
+# ---------------------------------------------------------------- weighted (bootstrap) estimates
+BOOT_CHUNK = 64
+"""Resamples scored at once; memory is chunk x images floats."""
+
+
+def weighted_rank_metrics(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(AUROC, AP) for each row of `weights` (B, N): a bootstrap resample is the original images
+    counted with multiplicity, so one sort serves every resample. NaN where undefined."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="mergesort")
+    s, y = np.asarray(scores, dtype=np.float64)[order], np.asarray(labels, dtype=bool)[order]
+    w = weights[:, order]
+    starts = np.r_[0, np.flatnonzero(np.diff(s)) + 1]
+    pos = np.add.reduceat(w * y, starts, axis=1)
+    neg = np.add.reduceat(w * ~y, starts, axis=1)
+    n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        neg_below = n_neg[:, None] - np.cumsum(neg, axis=1)  # groups are in descending score order
+        auc = (pos * (neg_below + 0.5 * neg)).sum(axis=1) / (n_pos * n_neg)
+        tp, fp = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
+        precision = np.where(tp + fp > 0, tp / np.where(tp + fp > 0, tp + fp, 1), 0.0)
+        ap = (pos * precision).sum(axis=1) / n_pos
+    defined = (n_pos > 0) & (n_neg > 0)
+    return np.where(defined, auc, np.nan), np.where(defined, ap, np.nan)
+
+
+def weighted_threshold_metrics(yes: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Sensitivity, specificity, PPV, NPV, F1 per row of `weights`; NaN where a denominator is 0."""
+    yes, y = np.asarray(yes, dtype=bool), np.asarray(labels, dtype=bool)
+    tp, fp = weights @ (yes & y), weights @ (yes & ~y)
+    fn, tn = weights @ (~yes & y), weights @ (~yes & ~y)
+
+    def ratio(a, b):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
+
+    return {"sensitivity": ratio(tp, tp + fn), "specificity": ratio(tn, tn + fp), "ppv": ratio(tp, tp + fp),
+            "npv": ratio(tn, tn + fn), "f1": np.where(tp + fn > 0, ratio(2 * tp, 2 * tp + fp + fn), np.nan)}
+
+
+def weighted_metrics(probs: np.ndarray, labels: np.ndarray, yes: np.ndarray, weights: np.ndarray) -> dict:
+    """Per class (C, B), macro (B,) and micro (B,) figures for each row of `weights`."""
     n_classes = probs.shape[1]
     per: dict[str, list] = {m: [] for m in (*RANK_METRICS, *THRESHOLD_METRICS)}
     for c in range(n_classes):
-        per["auroc"].append(auroc(probs[:, c], labels[:, c]))
-        per["ap"].append(average_precision(probs[:, c], labels[:, c]))
-        for k, v in _from_counts(_counts(yes[:, c], labels[:, c])).items():
+        auc, ap = weighted_rank_metrics(probs[:, c], labels[:, c], weights)
+        per["auroc"].append(auc)
+        per["ap"].append(ap)
+        for k, v in weighted_threshold_metrics(yes[:, c], labels[:, c], weights).items():
             per[k].append(v)
-    micro = {"auroc": auroc(probs.ravel(), labels.ravel()), "ap": average_precision(probs.ravel(), labels.ravel()),
-             **_from_counts(_counts(yes.ravel(), labels.ravel()))}
-    macro = {m: _mean_defined(vals) for m, vals in per.items()}
+    per = {k: np.stack(v) for k, v in per.items()}
+    flat_w = np.repeat(weights, n_classes, axis=1)  # probs.ravel() is image-major
+    auc, ap = weighted_rank_metrics(probs.ravel(), labels.ravel(), flat_w)
+    micro = {"auroc": auc, "ap": ap, **weighted_threshold_metrics(yes.ravel(), labels.ravel(), flat_w)}
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: an undefined macro
+        macro = {m: np.nanmean(v, axis=0) for m, v in per.items()}
     return {"per_class": per, "macro": macro, "micro": micro}
 
 
-def _mean_defined(values: Sequence[Optional[float]]) -> Optional[float]:
-    good = [v for v in values if v is not None]
-    return float(np.mean(good)) if good else None
+def _value(x) -> Optional[float]:
+    x = float(x)
+    return x if np.isfinite(x) else None
 
 
 # ---------------------------------------------------------------- bootstrap
-def bootstrap_groups(patients: Optional[Sequence[str]], n: int) -> tuple[list[np.ndarray], str]:
-    """Resampling units: one per patient (all its images) when patient ids exist, else one per image.
-    Units keep the order of first appearance, so one image per patient resamples exactly like images."""
+def bootstrap_groups(patients: Optional[Sequence[str]], n: int) -> tuple[np.ndarray, int, str]:
+    """(unit of each image, number of units, unit name): one unit per patient (all its images) when
+    patient ids exist, else per image. Units are numbered in order of first appearance, so one image
+    per patient resamples exactly like images."""
     if patients is None:
-        return [np.array([i]) for i in range(n)], "image"
-    index: dict[str, list[int]] = {}
-    for i, p in enumerate(patients):
-        index.setdefault(str(p), []).append(i)
-    return [np.asarray(v) for v in index.values()], "patient"
+        return np.arange(n), n, "image"
+    index: dict[str, int] = {}
+    unit = np.array([index.setdefault(str(p), len(index)) for p in patients], dtype=np.int64)
+    return unit, len(index), "patient"
 
 
-def bootstrap_samples(groups: list[np.ndarray], n_boot: int, seed: int):
-    """Yield index arrays of `n_boot` resamples with replacement of whole units (seeded)."""
+def bootstrap_weights(unit: np.ndarray, n_units: int, n_boot: int, seed: int):
+    """Yield (chunk, N) image multiplicities of `n_boot` seeded resamples of whole units."""
     rng = np.random.default_rng(seed)
-    for _ in range(n_boot):
-        picks = rng.integers(0, len(groups), len(groups))
-        yield np.concatenate([groups[g] for g in picks])
+    done = 0
+    while done < n_boot:
+        b = min(BOOT_CHUNK, n_boot - done)
+        picks = rng.integers(0, n_units, (b, n_units))
+        flat = (picks + (np.arange(b) * n_units)[:, None]).ravel()
+        counts = np.bincount(flat, minlength=b * n_units).reshape(b, n_units).astype(np.float64)
+        done += b
+        yield counts[:, unit]
 
 
-def _interval(values: list[Optional[float]], level: float) -> Optional[list[float]]:
-    good = np.array([v for v in values if v is not None], dtype=np.float64)
+def _interval(values: np.ndarray, level: float) -> Optional[list[float]]:
+    good = np.asarray(values, dtype=np.float64)
+    good = good[np.isfinite(good)]
     if len(good) < 2:
         return None
     lo, hi = np.percentile(good, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
@@ -244,24 +249,31 @@ def _evaluate_one(probs, targets, classes, multi_label, thresholds, patients, bo
     n, n_classes = probs.shape
     labels = one_hot(targets, n_classes, multi_label)
     yes = decisions(probs, multi_label, thresholds)
-    point = point_metrics(probs, labels, yes)
+    point = weighted_metrics(probs, labels, yes, np.ones((1, n)))
     boot = bootstrap or BootstrapSettings(n=0)
-    samples: list[dict] = []
-    unit = "image"
+    unit_of, n_units, unit = bootstrap_groups(patients, n)
+    chunks: list[dict] = []
+    correct = None if multi_label else (predicted_class(probs, thresholds) == np.asarray(targets, dtype=np.int64))
+    acc_samples: list[np.ndarray] = []
     if boot.n > 0 and n > 0:
-        groups, unit = bootstrap_groups(patients, n)
-        for i, idx in enumerate(bootstrap_samples(groups, boot.n, boot.seed)):
-            samples.append(point_metrics(probs[idx], labels[idx], yes[idx]))
-            if progress is not None and ((i + 1) % 50 == 0 or i + 1 == boot.n):
-                progress(i + 1, boot.n, f"bootstrap{tag}")
+        done = 0
+        for w in bootstrap_weights(unit_of, n_units, boot.n, boot.seed):
+            chunks.append(weighted_metrics(probs, labels, yes, w))
+            if correct is not None:
+                acc_samples.append((w @ correct) / w.sum(axis=1))
+            done += len(w)
+            if progress is not None:
+                progress(done, boot.n, f"bootstrap{tag}")
 
-    def figure(value, pick) -> dict:
-        return {"value": value, "ci": _interval([pick(s) for s in samples], boot.level) if samples else None}
+    def gather(pick) -> np.ndarray:
+        return np.concatenate([pick(ch) for ch in chunks]) if chunks else np.zeros(0)
+
+    def figure(pick) -> dict:
+        return {"value": _value(pick(point)[0]), "ci": _interval(gather(pick), boot.level) if chunks else None}
 
     per_class = {}
     for c, name in enumerate(classes):
-        entry = {m: figure(point["per_class"][m][c], lambda s, m=m, c=c: s["per_class"][m][c])
-                 for m in (*RANK_METRICS, *THRESHOLD_METRICS)}
+        entry = {m: figure(lambda r, m=m, c=c: r["per_class"][m][c]) for m in (*RANK_METRICS, *THRESHOLD_METRICS)}
         entry["positives"] = int(labels[:, c].sum())
         entry["negatives"] = int(n - labels[:, c].sum())
         entry["threshold"] = None if thresholds is None else thresholds[c]
@@ -276,32 +288,22 @@ def _evaluate_one(probs, targets, classes, multi_label, thresholds, patients, bo
         "classes": list(classes),
         "multi_label": bool(multi_label),
         "per_class": per_class,
-        "macro": {m: figure(point["macro"][m], lambda s, m=m: s["macro"][m]) for m in point["macro"]},
-        "micro": {m: figure(point["micro"][m], lambda s, m=m: s["micro"][m]) for m in point["micro"]},
-        "bootstrap": {"n": boot.n if samples else 0, "seed": boot.seed, "level": boot.level, "unit": unit},
+        "macro": {m: figure(lambda r, m=m: r["macro"][m]) for m in point["macro"]},
+        "micro": {m: figure(lambda r, m=m: r["micro"][m]) for m in point["micro"]},
+        "bootstrap": {"n": boot.n if chunks else 0, "seed": boot.seed, "level": boot.level, "unit": unit},
     }
     if multi_label:
         report["calibration"] = calibration(probs.ravel(), labels.ravel())
     else:
         pred = predicted_class(probs, thresholds)
         truth = np.asarray(targets, dtype=np.int64)
-        correct = pred == truth
-        acc_samples = [float(correct[idx].mean()) for idx in _replay(patients, n, boot, samples)]
         report["accuracy"] = {"value": float(correct.mean()) if n else None,
-                              "ci": _interval(acc_samples, boot.level) if acc_samples else None}
+                              "ci": _interval(np.concatenate(acc_samples), boot.level) if acc_samples else None}
         cm = np.zeros((n_classes, n_classes), dtype=np.int64)
         np.add.at(cm, (truth, pred), 1)
         report["confusion_matrix"] = cm.tolist()
         report["calibration"] = calibration(probs.max(axis=1), probs.argmax(axis=1) == truth)
     return report
-
-
-def _replay(patients, n, boot: BootstrapSettings, samples: list) -> list[np.ndarray]:
-    """The same resamples again (same seed), for figures computed outside point_metrics."""
-    if not samples:
-        return []
-    groups, _ = bootstrap_groups(patients, n)
-    return list(bootstrap_samples(groups, boot.n, boot.seed))
 
 
 def _thin_curve(curve, names: tuple[str, str]) -> Optional[dict]:
