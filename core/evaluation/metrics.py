@@ -91,15 +91,18 @@ def calibration(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -
 
 # ---------------------------------------------------------------- decisions
 def decisions(probs: np.ndarray, multi_label: bool, thresholds: Optional[Sequence[Optional[float]]]) -> np.ndarray:
-    """(N, C) yes/no per class. Multi-label: p >= threshold (0.5 without one). Single-label: the
-    predicted class (argmax; with two classes and a threshold on the positive class, p1 >= t)."""
+    """(N, C) yes/no per class for the per-class figures: p >= threshold where a class has one;
+    without one, 0.5 (multi-label) or "is the predicted class" (single-label)."""
     n, c = probs.shape
     thr = list(thresholds) if thresholds is not None else [None] * c
     if multi_label:
         t = np.array([0.5 if v is None else v for v in thr])
         return probs >= t[None]
-    predicted = predicted_class(probs, thr)
-    return predicted[:, None] == np.arange(c)[None]
+    yes = predicted_class(probs, thr)[:, None] == np.arange(c)[None]
+    for k, v in enumerate(thr):
+        if v is not None:
+            yes[:, k] = probs[:, k] >= v  # one-vs-rest operating point of that class
+    return yes
 
 
 def predicted_class(probs: np.ndarray, thresholds: Optional[Sequence[Optional[float]]] = None) -> np.ndarray:

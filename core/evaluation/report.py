@@ -15,25 +15,28 @@ def fmt(value: Optional[float], digits: int = 3) -> str:
     return "undefined" if value is None else f"{value:.{digits}f}"
 
 
-def fmt_ci(figure: Optional[dict], digits: int = 3) -> str:
+def fmt_ci(figure: Optional[dict], digits: int = 3, sep: str = " ") -> str:
     """'0.912 [0.850, 0.960]', or the value alone without an interval, 'undefined' without a value."""
     if not figure or figure.get("value") is None:
         return "undefined"
     ci = figure.get("ci")
     text = fmt(figure["value"], digits)
-    return f"{text} [{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]" if ci else text
+    return f"{text}{sep}[{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]" if ci else text
 
 
-def table_rows(report: dict) -> list[list[str]]:
-    """One row per class, then macro and micro means."""
+def table_rows(report: dict, ci_sep: str = " ") -> list[list[str]]:
+    """One row per class, then macro and micro means (ci_sep="\n" puts intervals on a second line)."""
+    def ci(figure: dict) -> str:
+        return fmt_ci(figure, sep=ci_sep)
+
     rows = []
     for name, e in report["per_class"].items():
-        rows.append([name, str(e["positives"]), fmt_ci(e["auroc"]), fmt_ci(e["ap"]), fmt(e["sensitivity"]["value"]),
+        rows.append([name, str(e["positives"]), ci(e["auroc"]), ci(e["ap"]), fmt(e["sensitivity"]["value"]),
                      fmt(e["specificity"]["value"]), fmt(e["ppv"]["value"]), fmt(e["npv"]["value"]),
                      fmt(e["f1"]["value"]), fmt(e["threshold"]) if e["threshold"] is not None else "-"])
     for label in ("macro", "micro"):
         m = report[label]
-        rows.append([label, "", fmt_ci(m["auroc"]), fmt_ci(m["ap"]), fmt(m["sensitivity"]["value"]),
+        rows.append([label, "", ci(m["auroc"]), ci(m["ap"]), fmt(m["sensitivity"]["value"]),
                      fmt(m["specificity"]["value"]), fmt(m["ppv"]["value"]), fmt(m["npv"]["value"]),
                      fmt(m["f1"]["value"]), ""])
     return rows
