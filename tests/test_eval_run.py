@@ -236,3 +236,32 @@ def test_grad_cam_target_layer_and_reshape_per_family(name):
     spatial = reshape(seen["out"]) if reshape else seen["out"]
     assert spatial.ndim == 4 and spatial.shape[-1] == spatial.shape[-2] > 1  # a real (B, C, h, w) map
     assert heat.shape == (64, 64) and index == 1 and 0.0 <= prob <= 1.0
+
+
+async def test_app_runs_screen_opens_the_evaluation_and_scores_val_in_a_worker(finished):
+    from textual.widgets import DataTable
+
+    from medcls_tui.screens.evaluation import EvaluationScreen
+    from medcls_tui.screens.runs import RunsScreen
+    from test_tui_helpers import make_app, picker_ready, press, screen_text, wait_for
+
+    _, summary, run = finished
+    app = make_app(run.parent)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await picker_ready(pilot)
+        await press(pilot, "r")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="runs screen")
+        await press(pilot, "t")
+        await wait_for(pilot, lambda: isinstance(app.screen, EvaluationScreen), what="evaluation screen")
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.report is not None, what="saved report shown")
+        assert screen.split == "test"  # the test split scored at the end of training is shown first
+        table = screen.query_one(DataTable)
+        assert [str(table.get_row_at(i)[0]) for i in range(table.row_count)] == [
+            "Normal", "Effusion", "Nodule", "Opacity", "macro", "micro"]
+        assert "test split" in screen_text(app)
+        (run / "eval_val.json").unlink(missing_ok=True)
+        await press(pilot, "v")
+        await wait_for(pilot, lambda: not screen.busy and screen.split == "val", timeout=120, what="val evaluation")
+        assert (run / "eval_val.json").is_file() and screen.report["n"] == 14
+        assert table.row_count == 6

@@ -45,6 +45,7 @@ class RunDetailScreen(Screen):
         Binding("3", "view('lr')", "LR", show=False),
         Binding("4", "view('classes')", "AUROC/class", show=False),
         Binding("e", "resume", "Resume"),
+        Binding("t", "evaluation", "Evaluation"),
         Binding("escape", "back", "Back"),
     ]
 
@@ -98,6 +99,11 @@ class RunDetailScreen(Screen):
             self.app.notify(f"cannot resume: {why}", severity="warning")
             return
         self.app.resume_run(self.run_dir)
+
+    def action_evaluation(self) -> None:
+        from .evaluation import EvaluationScreen
+
+        self.app.push_screen(EvaluationScreen(self.run_dir))
 
     def action_back(self) -> None:
         self.app.pop_screen()
