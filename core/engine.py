@@ -596,6 +596,7 @@ class Trainer:
                 amp_dtype=str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else None,
                 resumed=resumed, notes=notes))
             self._loop(start)
+            self._score_test_split()
         except Exception as err:  # noqa: BLE001 - a failed run still gets a summary
             self.status = "failed"
             failure = err
@@ -763,6 +764,18 @@ class Trainer:
             return True
         return self._handle_pause_and_stop()
 
+    def _score_test_split(self) -> None:
+        """A finished run scores its best checkpoint on the test split once (never used to pick an epoch)."""
+        if self.status not in ("finished", "early_stopped"):
+            return
+        from .evaluation.scoring import score_test_after_training
+
+        try:
+            self.test_figures = score_test_after_training(self)
+        except Exception as err:  # noqa: BLE001 - the trained run stands even if scoring it fails
+            self.test_figures = {"test_error": f"{type(err).__name__}: {err}"}
+            self.warn("eval", f"scoring the test split failed: {err}")
+
     def _summary(self, elapsed: float, error: Optional[str]) -> dict:
         m = self.last_metrics
         summary = {
@@ -792,6 +805,7 @@ class Trainer:
             "stop_reason": self.stop_reason or (self.early.reason if hasattr(self, "early") else ""),
             "nonfinite_steps_skipped": self.guard.skipped_total if hasattr(self, "guard") else 0,
         }
+        summary.update(getattr(self, "test_figures", {}))
         if error:
             summary["error"] = error
         return summary

@@ -12,6 +12,7 @@ import typer
 
 from .cli_advise import advise
 from .cli_data import data_app, prepare_command
+from .cli_eval import register as register_eval_commands
 from .train_options import split_kwargs, with_train_options
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
@@ -21,6 +22,7 @@ app.add_typer(presets_app, name="presets")
 app.add_typer(data_app, name="data", help="Dataset statistics.")
 app.command("prepare", help="Decode a dataset once into the resized pixel cache.")(prepare_command)
 app.command("advise", help="GPU memory, the tips' batch range and (--probe) a measured safe batch size.")(advise)
+register_eval_commands(app)  # eval, predict, export, explain
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -116,5 +116,17 @@ class ConsoleReporter:
         s = e.summary
         self.line(f"{e.status}: {s.get('epochs_completed', 0)} epochs, best {s.get('monitor')} "
                   f"{fmt(s.get('best_value'))} at epoch {s.get('best_epoch')}; run folder {e.run_dir}")
+        if s.get("test_n"):
+            self.line(test_line(s))
         if e.error:
             self.line(f"error: {e.error}")
+
+
+def test_line(s: dict) -> str:
+    """summary.json's test_* figures in one line (best checkpoint, thresholds chosen on val)."""
+    ci = s.get("test_auroc_ci")
+    auroc = fmt(s.get("test_auroc")) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+    acc = f", accuracy {fmt(s.get('test_acc'))}" if s.get("test_acc") is not None else ""
+    return (f"test split ({s.get('test_n')} images, best checkpoint): AUROC {auroc}{acc}, sensitivity "
+            f"{fmt(s.get('test_sensitivity'), '.3f')}, specificity {fmt(s.get('test_specificity'), '.3f')} "
+            f"at {s.get('test_thresholds')} thresholds; details in eval_test.md")

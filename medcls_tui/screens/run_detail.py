@@ -44,6 +44,7 @@ class RunDetailScreen(Screen):
         Binding("3", "view('lr')", "LR", show=False),
         Binding("4", "view('classes')", "AUROC/class", show=False),
         Binding("e", "resume", "Resume/extend"),
+        Binding("t", "evaluation", "Evaluation"),
         Binding("escape", "back", "Back"),
     ]
 
@@ -91,6 +92,11 @@ class RunDetailScreen(Screen):
             return
         done = int(self.state.summary.get("epochs_completed") or self.state.epoch or 0)
         self.app.resume_or_extend(self.run_dir, self.state.status, done)
+
+    def action_evaluation(self) -> None:
+        from .evaluation import EvaluationScreen
+
+        self.app.push_screen(EvaluationScreen(self.run_dir))
 
     def action_back(self) -> None:
         self.app.pop_screen()

@@ -28,6 +28,7 @@ class RunsScreen(Screen):
         Binding("enter", "open", "Open", show=False),
         Binding("o", "open", "Open"),
         Binding("e", "resume", "Resume/extend"),
+        Binding("t", "evaluation", "Evaluation"),
         Binding("g", "refresh", "Refresh"),
         Binding("escape", "back", "Back"),
     ]
@@ -92,6 +93,13 @@ class RunsScreen(Screen):
         info = self.selected()
         if info is not None:
             self.app.push_screen(RunDetailScreen(info.path))
+
+    def action_evaluation(self) -> None:
+        from .evaluation import EvaluationScreen
+
+        info = self.selected()
+        if info is not None:
+            self.app.push_screen(EvaluationScreen(info.path))
 
     def action_resume(self) -> None:
         info = self.selected()

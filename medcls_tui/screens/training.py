@@ -27,6 +27,10 @@ def result_text(state: RunState, stable: bool) -> Text:
     text.append(f"{state.status.replace('_', ' ')}: ", style="bold green")
     if s.get("best_value") is not None:
         text.append(f"best {s.get('monitor')} {s['best_value']:.4f} @ epoch {s.get('best_epoch')}  ")
+    if s.get("test_auroc") is not None:
+        ci = s.get("test_auroc_ci")
+        text.append(f"test AUROC {s['test_auroc']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+                    + f" (n={s.get('test_n')}, best ckpt)  ", style="bold")
     ckpt = state.last_checkpoint
     if state.run_dir:
         folder = state.run_name if stable else state.run_dir

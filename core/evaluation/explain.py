@@ -1,0 +1,108 @@
+"""Grad-CAM heatmaps over the X-ray (package `grad-cam`, optional extra `explain`).
+
+The target layer is the last spatial feature map: the last stage of a CNN/ConvNeXt, the first
+norm of the last block of a ViT/DeiT (tokens reshaped to the patch grid, prefix tokens dropped)
+or of a Swin (NHWC reshaped to NCHW).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from ..data.decode import decode_gray, resize_square
+from .run_model import RunModel, RunModelError, to_probabilities
+
+EXPLAIN_HINT = "uv sync --extra explain (or pip install 'medcls[explain]')"
+OVERLAY_MAX_SIDE = 512
+
+
+class _Logits(nn.Module):
+    """The classifier without the linear probe's no_grad, so gradients reach the backbone maps."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        m = self.model
+        return m.head(m.pool(m.features(x)))
+
+
+def target_layer(rm: RunModel) -> tuple[nn.Module, Optional[Callable]]:
+    """(layer to hook, reshape transform to NCHW or None) for the run's architecture."""
+    backbone = rm.model.backbone
+    if rm.family == "vit":
+        prefix = int(getattr(backbone, "num_prefix_tokens", 1))
+        grid = tuple(backbone.patch_embed.grid_size)
+
+        def tokens_to_map(t: torch.Tensor) -> torch.Tensor:
+            t = t[:, prefix:, :]
+            return t.reshape(t.shape[0], grid[0], grid[1], t.shape[2]).permute(0, 3, 1, 2)
+
+        return backbone.blocks[-1].norm1, tokens_to_map
+    if rm.family == "swin":
+        return backbone.layers[-1].blocks[-1].norm1, lambda t: t.permute(0, 3, 1, 2)
+    info = getattr(backbone, "feature_info", None)
+    if not info:
+        raise RunModelError(f"explain: no known Grad-CAM layer for model '{rm.config.model}'")
+    return backbone.get_submodule(info[-1]["module"]), None
+
+
+def _grad_cam_class():
+    try:
+        from pytorch_grad_cam import GradCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    except ImportError:
+        raise RunModelError(f"explain needs grad-cam, an optional extra: {EXPLAIN_HINT}") from None
+    return GradCAM, ClassifierOutputTarget
+
+
+def cam_for(rm: RunModel, image: np.ndarray, class_index: Optional[int] = None) -> tuple[np.ndarray, int, float]:
+    """(heatmap in [0, 1] at model size, class explained, its probability) for one uint8 HxW image."""
+    GradCAM, Target = _grad_cam_class()
+    layer, reshape = target_layer(rm)
+    # requires_grad: a linear probe's frozen backbone would otherwise leave no gradient to hook
+    x = rm.normalize(torch.from_numpy(resize_square(image, rm.img_size))[None, None]).requires_grad_(True)
+    wrapped = _Logits(rm.model).eval()
+    with torch.no_grad():
+        probs = to_probabilities(wrapped(x), rm.multi_label)[0]
+    index = int(probs.argmax()) if class_index is None else int(class_index)
+    with GradCAM(model=wrapped, target_layers=[layer], reshape_transform=reshape) as cam:
+        heat = cam(input_tensor=x, targets=[Target(index)])[0]
+    return np.nan_to_num(heat.astype(np.float32)), index, float(probs[index])
+
+
+def overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """RGB uint8 overlay of the heatmap on the gray X-ray at (up to OVERLAY_MAX_SIDE) image resolution."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    h, w = image.shape
+    scale = min(1.0, OVERLAY_MAX_SIDE / max(h, w))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    gray = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR), dtype=np.float32) / 255.0
+    heat_big = np.asarray(Image.fromarray(heat.astype(np.float32), mode="F").resize(size, Image.BILINEAR))
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    return show_cam_on_image(rgb, np.clip(heat_big, 0.0, 1.0), use_rgb=True, image_weight=0.6)
+
+
+def class_index(rm: RunModel, name: Optional[str]) -> Optional[int]:
+    if name is None:
+        return None
+    lowered = {c.lower(): i for i, c in enumerate(rm.classes)}
+    if name.lower() not in lowered:
+        raise RunModelError(f"class: '{name}' is not one of {', '.join(rm.classes)}")
+    return lowered[name.lower()]
+
+
+def explain_file(rm: RunModel, path: Path, out: Path, class_name: Optional[str] = None) -> dict:
+    """Decode (PNG/JPEG/DICOM), Grad-CAM, write the overlay PNG; returns what was explained."""
+    image = decode_gray(path)
+    heat, index, prob = cam_for(rm, image, class_index(rm, class_name))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(overlay(image, heat)).save(out)
+    return {"image": str(path), "overlay": str(out), "class": rm.classes[index], "probability": prob}

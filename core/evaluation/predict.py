@@ -1,0 +1,114 @@
+"""`medcls predict`: a run's model on new images (files, folders, a csv of paths), batched.
+
+Unreadable files are listed in the output with the reason and never stop the batch. Decisions
+use the run's thresholds.json (chosen on validation) when it exists.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..data.decode import ALL_SUFFIXES, DecodeError, load_resized
+from . import thresholds as thr
+from .metrics import predicted_class
+from .run_model import RunModel, RunModelError, predict_images
+
+PATH_COLUMNS = ("path", "image", "file", "filename", "image_path")
+FORMATS = ("csv", "json")
+
+
+@dataclass
+class Prediction:
+    path: str
+    probabilities: Optional[dict[str, float]] = None
+    labels: list[str] = field(default_factory=list)
+    error: Optional[str] = None
+
+
+def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
+    """Image files as given, image files under folders (sorted, recursive), paths listed in csv files."""
+    found: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in ALL_SUFFIXES)
+        elif p.suffix.lower() == ".csv" and p.is_file():
+            found += paths_from_csv(p)
+        else:
+            found.append(p)  # a missing or unreadable file is reported per file, not fatal
+    return found
+
+
+def paths_from_csv(path: Path) -> list[Path]:
+    """The column named path/image/file/filename (else the first); relative paths are relative to the csv."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        return []
+    header = [h.strip().lower() for h in rows[0]]
+    column = next((header.index(c) for c in PATH_COLUMNS if c in header), None)
+    body = rows[1:] if column is not None else rows
+    column = column or 0
+    out = []
+    for row in body:
+        if len(row) > column and row[column].strip():
+            p = Path(row[column].strip())
+            out.append(p if p.is_absolute() else path.parent / p)
+    return out
+
+
+def decide(probs: np.ndarray, rm: RunModel, stored: Optional[dict]) -> list[list[str]]:
+    """Thresholded labels per image: multi-label p >= threshold (0.5 without one), else one class."""
+    values = thr.as_list(stored, rm.classes)
+    if rm.multi_label:
+        t = np.array([0.5 if v is None else v for v in (values or [None] * len(rm.classes))])
+        return [[c for c, yes in zip(rm.classes, row) if yes] for row in probs >= t[None]]
+    return [[rm.classes[i]] for i in predicted_class(probs, values)]
+
+
+def predict_paths(rm: RunModel, files: Sequence[Path], batch_size: int = 32, tta_flip: bool = False,
+                  progress: Optional[Callable[[int, int, str], None]] = None) -> list[Prediction]:
+    stored = thr.load_thresholds(rm.run_dir)
+    results: list[Prediction] = []
+    for start in range(0, len(files), batch_size):
+        chunk = [Prediction(path=str(f)) for f in files[start:start + batch_size]]
+        images, readable = [], []
+        for pred in chunk:
+            try:
+                images.append(load_resized(pred.path, rm.img_size))
+                readable.append(pred)
+            except DecodeError as err:
+                pred.error = err.reason
+        if images:
+            batch = torch.from_numpy(np.stack(images))[:, None]
+            probs = predict_images(rm.model, rm.normalize, batch, rm.multi_label, tta_flip).numpy()
+            for pred, row, labels in zip(readable, probs, decide(probs, rm, stored)):
+                pred.probabilities = {c: float(v) for c, v in zip(rm.classes, row)}
+                pred.labels = labels
+        results += chunk  # input order, unreadable files in their place
+        if progress is not None:
+            progress(min(start + batch_size, len(files)), len(files), "predicting")
+    return results
+
+
+def write_predictions(results: list[Prediction], classes: list[str], out: Path, fmt: Optional[str] = None) -> Path:
+    fmt = fmt or ("json" if out.suffix.lower() == ".json" else "csv")
+    if fmt not in FORMATS:
+        raise RunModelError(f"format: '{fmt}' is not one of {', '.join(FORMATS)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "json":
+        out.write_text(json.dumps([vars(r) for r in results], indent=2), encoding="utf-8")
+        return out
+    with open(out, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", *[f"p_{c}" for c in classes], "labels", "error"])
+        for r in results:
+            probs = [f"{r.probabilities[c]:.6f}" for c in classes] if r.probabilities else [""] * len(classes)
+            w.writerow([r.path, *probs, "|".join(r.labels), r.error or ""])
+    return out

@@ -1,0 +1,130 @@
+"""A split's evaluation as rows of text (shared by the markdown file, the CLI table and the app),
+and the files `eval_<split>.json` / `eval_<split>.md` (+ PNG plots when matplotlib is installed)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from ..runs import write_json_atomic
+
+COLUMNS = ("class", "n+", "AUROC [95% CI]", "AP [95% CI]", "sens", "spec", "PPV", "NPV", "F1", "thr")
+PLOTS_HINT = "uv sync --extra plots (or pip install 'medcls[plots]')"
+
+
+def fmt(value: Optional[float], digits: int = 3) -> str:
+    return "undefined" if value is None else f"{value:.{digits}f}"
+
+
+def fmt_ci(figure: Optional[dict], digits: int = 3, sep: str = " ") -> str:
+    """'0.912 [0.850, 0.960]', or the value alone without an interval, 'undefined' without a value."""
+    if not figure or figure.get("value") is None:
+        return "undefined"
+    ci = figure.get("ci")
+    text = fmt(figure["value"], digits)
+    return f"{text}{sep}[{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]" if ci else text
+
+
+def table_rows(report: dict, ci_sep: str = " ") -> list[list[str]]:
+    """One row per class, then macro and micro means (ci_sep="\n" puts intervals on a second line)."""
+    def ci(figure: dict) -> str:
+        return fmt_ci(figure, sep=ci_sep)
+
+    rows = []
+    for name, e in report["per_class"].items():
+        rows.append([name, str(e["positives"]), ci(e["auroc"]), ci(e["ap"]), fmt(e["sensitivity"]["value"]),
+                     fmt(e["specificity"]["value"]), fmt(e["ppv"]["value"]), fmt(e["npv"]["value"]),
+                     fmt(e["f1"]["value"]), fmt(e["threshold"]) if e["threshold"] is not None else "-"])
+    for label in ("macro", "micro"):
+        m = report[label]
+        rows.append([label, "", ci(m["auroc"]), ci(m["ap"]), fmt(m["sensitivity"]["value"]),
+                     fmt(m["specificity"]["value"]), fmt(m["ppv"]["value"]), fmt(m["npv"]["value"]),
+                     fmt(m["f1"]["value"]), ""])
+    return rows
+
+
+def headline(report: dict) -> str:
+    """One line: n, macro AUROC with CI, accuracy (single-label), ECE, bootstrap unit."""
+    parts = [f"n={report['n']}", f"macro AUROC {fmt_ci(report['macro']['auroc'])}"]
+    if "accuracy" in report:
+        parts.append(f"accuracy {fmt_ci(report['accuracy'])}")
+    parts.append(f"ECE {fmt(report['calibration']['ece'])}")
+    b = report["bootstrap"]
+    if b["n"]:
+        parts.append(f"{b['n']} bootstrap resamples by {b['unit']}")
+    return ", ".join(parts)
+
+
+def summary_figures(report: dict, prefix: str = "test_") -> dict:
+    """The flat `test_*` figures summary.json gains at the end of training."""
+    out = {f"{prefix}n": report["n"],
+           f"{prefix}auroc": report["macro"]["auroc"]["value"], f"{prefix}auroc_ci": report["macro"]["auroc"]["ci"],
+           f"{prefix}ap": report["macro"]["ap"]["value"],
+           f"{prefix}sensitivity": report["macro"]["sensitivity"]["value"],
+           f"{prefix}specificity": report["macro"]["specificity"]["value"],
+           f"{prefix}f1": report["macro"]["f1"]["value"], f"{prefix}ece": report["calibration"]["ece"],
+           f"{prefix}auroc_per_class": {k: v["auroc"]["value"] for k, v in report["per_class"].items()}}
+    if "accuracy" in report:
+        out[f"{prefix}acc"] = report["accuracy"]["value"]
+        out[f"{prefix}acc_ci"] = report["accuracy"]["ci"]
+    return out
+
+
+def markdown(report: dict, split: str, images: dict[str, str], plots_note: str = "") -> str:
+    lines = [f"# Evaluation on the {split} split", "",
+             f"Run `{report.get('run', '')}`, checkpoint `{report.get('checkpoint', '')}`. {headline(report)}.", ""]
+    thr = report.get("thresholds_info") or {}
+    if thr:
+        lines += [f"Thresholds: {thr.get('method')} chosen on the validation split"
+                  + (f" (target sensitivity {thr['target_sensitivity']})" if thr.get("target_sensitivity") else "")
+                  + ". Undefined = the split has no positives (or no negatives) for that class.", ""]
+    lines += _md_table(COLUMNS, table_rows(report))
+    if "confusion_matrix" in report:
+        classes = report["classes"]
+        lines += ["", "## Confusion matrix (rows: truth, columns: predicted)", ""]
+        lines += _md_table(("", *classes), [[c, *map(str, row)] for c, row in zip(classes, report["confusion_matrix"])])
+    lines += ["", "## Calibration", "", f"Expected calibration error: {fmt(report['calibration']['ece'])}", ""]
+    lines += _md_table(("bin", "count", "mean confidence", "observed"),
+                       [[f"{b['lo']:.1f}-{b['hi']:.1f}", str(b["count"]), fmt(b["confidence"]), fmt(b["observed"])]
+                        for b in report["calibration"]["bins"]])
+    if report.get("per_domain"):
+        lines += ["", "## Per domain", ""]
+        rows = [[name, str(d["n"]), fmt_ci(d["macro"]["auroc"]),
+                 fmt_ci(d["accuracy"]) if "accuracy" in d else "-", fmt(d["calibration"]["ece"])]
+                for name, d in report["per_domain"].items()]
+        lines += _md_table(("domain", "n", "macro AUROC [95% CI]", "accuracy", "ECE"), rows)
+    lines += ["", "## Plots", ""]
+    if images:
+        lines += [f"![{title}]({name})" for title, name in images.items()]
+    else:
+        lines.append(plots_note or "No plots.")
+    return "\n".join(lines) + "\n"
+
+
+def _md_table(header, rows) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return out
+
+
+def write_report(run_dir: Path, split: str, report: dict, plots: bool = True) -> dict[str, Path]:
+    """eval_<split>.json, eval_<split>.md and (with matplotlib) the ROC/PR/reliability PNGs beside them."""
+    run_dir = Path(run_dir)
+    written = {"json": run_dir / f"eval_{split}.json", "md": run_dir / f"eval_{split}.md"}
+    write_json_atomic(written["json"], report)
+    images: dict[str, str] = {}
+    note = ""
+    if plots:
+        try:
+            from .plots import save_plots
+        except ImportError:
+            note = f"Plots need matplotlib, an optional extra: {PLOTS_HINT}"
+        else:
+            for title, path in save_plots(report, run_dir, f"eval_{split}").items():
+                images[title] = path.name
+                written[title] = path
+    else:
+        note = "Plots were not requested."
+    tmp = written["md"].with_name(f".{written['md'].name}.tmp")
+    tmp.write_text(markdown(report, split, images, note), encoding="utf-8")
+    tmp.replace(written["md"])
+    return written

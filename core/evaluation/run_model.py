@@ -1,0 +1,158 @@
+"""A finished run's model, rebuilt from its folder: config.yaml + a checkpoint + what the run logged.
+
+Everything after training (eval, predict, export, explain) starts here, so the model, its class
+names, its input size and normalisation are read one way only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import runs
+from ..checkpoint import load_checkpoint
+from ..config import TrainConfig, load_yaml_file
+from ..models import Classifier, build_model, model_family, resolve_model_name
+
+CHECKPOINTS = ("best", "last")
+META_KEYS = ("name", "description", "notes", "group", "tags")
+ProgressFn = Callable[[int, int, str], None]
+
+
+class RunModelError(ValueError):
+    """The run folder cannot give a model (missing checkpoint, unreadable config); one clear line."""
+
+
+@dataclass
+class RunModel:
+    run_dir: Path
+    config: TrainConfig
+    model: Classifier
+    classes: list[str]
+    multi_label: bool
+    img_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    family: str
+    checkpoint: str
+    device: torch.device
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B,1,H,W) -> normalised float (B,3,H,W), exactly as training fed the model."""
+        return normalize(images.to(self.device), self.mean, self.std)
+
+    def preprocessing(self) -> dict:
+        """What a consumer of an exported model must do to an image first."""
+        return {"size": [self.img_size, self.img_size], "resize": "squash (bilinear, antialiased, full field of view)",
+                "grayscale": "decode to 8-bit gray, scale to [0, 1], repeat to 3 channels",
+                "mean": list(self.mean), "std": list(self.std), "layout": "NCHW float32"}
+
+
+def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
+    x = images.float().div(255.0).expand(-1, len(mean), -1, -1)
+    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    return (x - m) / s
+
+
+def read_run_config(run_dir: Path) -> TrainConfig:
+    from pydantic import ValidationError
+
+    data = load_yaml_file(Path(run_dir) / runs.CONFIG_FILE) or {}
+    values = {k: v for k, v in data.items() if k not in META_KEYS}
+    try:
+        return TrainConfig(**values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first.get("loc", ()))
+        raise RunModelError(f"{Path(run_dir) / runs.CONFIG_FILE}: {key}: {first.get('msg')}") from None
+
+
+def run_started_record(run_dir: Path) -> dict:
+    """The RunStarted event the engine logged (classes and multi_label), newest first."""
+    for record in reversed(runs.read_metrics(run_dir)):
+        if record.get("event") == "RunStarted":
+            return record
+    return {}
+
+
+def checkpoint_path(run_dir: Path, which: str) -> Path:
+    if which not in CHECKPOINTS:
+        raise RunModelError(f"checkpoint: '{which}' is not one of {', '.join(CHECKPOINTS)}")
+    path = Path(run_dir) / runs.CHECKPOINT_DIR / f"{which}.pt"
+    if not path.is_file():
+        other = [c for c in CHECKPOINTS if (Path(run_dir) / runs.CHECKPOINT_DIR / f"{c}.pt").is_file()]
+        hint = f" (this run has: {', '.join(other)})" if other else " (this run saved no checkpoint)"
+        raise RunModelError(f"checkpoint: {path} not found{hint}")
+    return path
+
+
+def find_run(run: str, output_dir: str = "runs") -> Path:
+    """A run folder path or a run name under output_dir."""
+    try:
+        return runs.find_run_dir(run, output_dir)
+    except runs.RunError as err:
+        raise RunModelError(str(err).replace("retrain: ", "run: ")) from None
+
+
+def load_run_model(run_dir: Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> RunModel:
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir)
+    state = load_checkpoint(checkpoint_path(run_dir, checkpoint))
+    started = run_started_record(run_dir)
+    classes = list(state.get("classes") or started.get("classes") or [])
+    if not classes:
+        raise RunModelError(f"{run_dir}: the checkpoint names no classes")
+    multi_label = bool(started["multi_label"]) if "multi_label" in started else bool(cfg.multi_label)
+    timm_name = resolve_model_name(cfg.model)
+    img_size = int(cfg.img_size or 224)
+    model = build_model(timm_name, len(classes), cfg.mode, img_size=img_size, pretrained_path=None)
+    model.load_state_dict(state["model"])
+    dev = torch.device(device)
+    model.to(dev).eval()
+    pcfg = getattr(model.backbone, "pretrained_cfg", {}) or {}
+    return RunModel(run_dir=run_dir, config=cfg, model=model, classes=classes, multi_label=multi_label,
+                    img_size=img_size, mean=tuple(pcfg.get("mean", (0.485, 0.456, 0.406))),
+                    std=tuple(pcfg.get("std", (0.229, 0.224, 0.225))), family=model_family(timm_name),
+                    checkpoint=checkpoint, device=dev)
+
+
+def to_probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
+    logits = logits.float()
+    return torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1)
+
+
+@torch.no_grad()
+def predict_images(model: nn.Module, normalize_fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                   multi_label: bool, tta_flip: bool = False) -> torch.Tensor:
+    """Probabilities for a uint8 (B,1,H,W) batch; with tta_flip, averaged with the mirrored image."""
+    x = normalize_fn(images)
+    probs = to_probabilities(model(x), multi_label)
+    if tta_flip:
+        probs = (probs + to_probabilities(model(torch.flip(x, dims=[-1])), multi_label)) / 2
+    return probs.cpu()
+
+
+@torch.no_grad()
+def predict_table(model: nn.Module, normalize_fn, table, multi_label: bool, batch_size: int = 64,
+                  num_workers: int = 0, pin_memory: bool = False, progress: Optional[ProgressFn] = None,
+                  description: str = "scoring") -> np.ndarray:
+    """(N, C) probabilities over a whole split, in table order."""
+    from ..loader import TableDataset, epoch_batches, make_loader
+
+    was_training = model.training
+    model.eval()
+    dataset = TableDataset(table, None, 0)
+    batches = epoch_batches(len(dataset), batch_size, 0, 0, shuffle=False, drop_last=False)
+    out, done = [], 0
+    for images, _, _ in make_loader(dataset, batches, num_workers, pin_memory):
+        out.append(predict_images(model, normalize_fn, images, multi_label).numpy())
+        done += len(images)
+        if progress is not None:
+            progress(done, len(dataset), description)
+    model.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, 0))

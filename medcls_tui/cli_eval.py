@@ -1,0 +1,167 @@
+"""`medcls eval | predict | export | explain`: what a finished run is for.
+
+Thin faces over core.evaluation: they parse flags, draw progress, print tables and turn every
+expected failure into one `error:` line with exit code 2.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+
+from .cli_data import _ProgressPrinter
+
+RUN = typer.Argument(..., help="Run folder, or a run name under --output_dir.")
+OUTPUT_DIR = typer.Option("runs", "--output_dir", help="Folder holding run folders.")
+CHECKPOINT = typer.Option("best", "--checkpoint", help="best or last.")
+DEVICE = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N.")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _expected_errors() -> Iterator[None]:
+    """Bad input (run, checkpoint, data, thresholds, missing extra) -> one line, exit 2; never a traceback."""
+    from core.config import ConfigError
+    from core.data import DataError
+    from core.evaluation.run_model import RunModelError
+    from core.evaluation.thresholds import ThresholdError
+    from core.models import ModelNameError
+
+    try:
+        yield
+    except (RunModelError, ThresholdError, ConfigError, DataError, ModelNameError, FileNotFoundError) as err:
+        _fail(str(err))
+
+
+def _load(run: str, output_dir: str, checkpoint: str, device: str):
+    from core.evaluation.run_model import find_run, load_run_model
+
+    return load_run_model(find_run(run, output_dir), checkpoint, device)
+
+
+def eval_command(run: str = RUN,
+                 split: str = typer.Option("test", "--split", help="val or test."),
+                 checkpoint: str = CHECKPOINT,
+                 data_dir: Optional[str] = typer.Option(None, "--data_dir", "--data-dir",
+                                                        help="Dataset root, if it moved since training."),
+                 thresholds: Optional[str] = typer.Option(
+                     None, "--thresholds", help="Re-choose thresholds on val: youden, f1 or sensitivity "
+                     "(default: the run's thresholds.json, else youden)."),
+                 sensitivity: Optional[float] = typer.Option(
+                     None, "--sensitivity", help="Target sensitivity, e.g. 0.95 (implies --thresholds sensitivity)."),
+                 bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for 95% CIs."),
+                 no_plots: bool = typer.Option(False, "--no_plots", help="Skip the PNG plots."),
+                 output_dir: str = OUTPUT_DIR, device: str = DEVICE) -> None:
+    """Score a split: per-class AUROC/AP/sens/spec/PPV/NPV/F1 with 95% CIs -> eval_<split>.json/.md."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from core.evaluation.report import COLUMNS, headline, table_rows
+    from core.evaluation.run_model import find_run
+    from core.evaluation.scoring import evaluate_run
+
+    method = "sensitivity" if sensitivity is not None and thresholds is None else thresholds
+    with _expected_errors(), _ProgressPrinter() as progress:
+        report, written = evaluate_run(find_run(run, output_dir), split, checkpoint, data_dir, method,
+                                       sensitivity if sensitivity is not None else 0.95, bootstrap,
+                                       not no_plots, device, progress)
+    console = Console(highlight=False)
+    table = Table(title=f"{report['run']} - {split} split ({checkpoint} checkpoint)")
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col == "class" else "right", no_wrap=col == "class")
+    for row in table_rows(report, ci_sep="\n"):
+        table.add_row(*row)
+    console.print(table)
+    typer.echo(headline(report))
+    info = report["thresholds_info"]
+    typer.echo(f"thresholds: {info['method']} on val ({info['checkpoint']} checkpoint); "
+               "undefined = no positives (or no negatives) for that class in this split")
+    if "confusion_matrix" in report:
+        typer.echo("confusion matrix (rows truth, columns predicted): " + str(report["confusion_matrix"]))
+    typer.echo(f"wrote {written['json']} and {written['md']}")
+
+
+def predict_command(run: str = RUN,
+                    paths: list[str] = typer.Argument(..., help="Image files (PNG, JPEG, DICOM), folders, or csv "
+                                                                "files with a path column."),
+                    out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: "
+                                                       "<run>/predictions.csv or .json)."),
+                    fmt: str = typer.Option("csv", "--format", help="csv or json."),
+                    batch_size: int = typer.Option(32, "--batch_size", min=1),
+                    tta: bool = typer.Option(False, "--tta", help="Average with the horizontally flipped image."),
+                    cam: Optional[Path] = typer.Option(None, "--cam", help="Also write a Grad-CAM overlay PNG "
+                                                       "per image (top class) into this folder."),
+                    checkpoint: str = CHECKPOINT, output_dir: str = OUTPUT_DIR, device: str = DEVICE) -> None:
+    """Probabilities and thresholded labels for new images; unreadable files are listed, not fatal."""
+    from core.evaluation.explain import explain_file
+    from core.evaluation.predict import FORMATS, collect_inputs, predict_paths, write_predictions
+
+    if fmt not in FORMATS:
+        _fail(f"--format: '{fmt}' is not one of {', '.join(FORMATS)}")
+    with _expected_errors():
+        rm = _load(run, output_dir, checkpoint, device)
+        files = collect_inputs(paths)
+        if not files:
+            _fail(f"no images found in {', '.join(paths)}")
+        with _ProgressPrinter() as progress:
+            results = predict_paths(rm, files, batch_size, tta, progress)
+        target = write_predictions(results, rm.classes, out or rm.run_dir / f"predictions.{fmt}", fmt)
+        bad = [r for r in results if r.error]
+        if cam is not None:
+            for i, r in enumerate(x for x in results if not x.error):
+                explain_file(rm, Path(r.path), cam / f"{i:05d}_{Path(r.path).stem}_cam.png")
+    typer.echo(f"{len(results) - len(bad)} image(s) predicted -> {target}")
+    if cam is not None:
+        typer.echo(f"Grad-CAM overlays in {cam}")
+    if bad:
+        typer.echo(f"{len(bad)} file(s) could not be read (listed in the output with the reason):")
+        for r in bad[:20]:
+            typer.echo(f"  {r.path}: {r.error}")
+
+
+def export_command(run: str = RUN,
+                   fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
+                   out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: <run>/export/)."),
+                   checkpoint: str = CHECKPOINT, output_dir: str = OUTPUT_DIR) -> None:
+    """Export with a dynamic batch; a JSON beside it holds preprocessing, classes and thresholds."""
+    from core.evaluation.export import export_run
+
+    with _expected_errors():
+        meta = export_run(_load(run, output_dir, checkpoint, "cpu"), fmt, out)
+    typer.echo(f"exported {meta['path']} (+ {Path(meta['path']).with_suffix('.json').name})")
+    typer.echo(f"parity with PyTorch on a batch of 3: max abs diff {meta['parity_max_abs_diff']:.2e}")
+
+
+def explain_command(run: str = RUN, image: Path = typer.Argument(..., help="PNG, JPEG or DICOM file."),
+                    class_name: Optional[str] = typer.Option(None, "--class", help="Class to explain "
+                                                             "(default: the most probable)."),
+                    out: Optional[Path] = typer.Option(None, "--out", help="Overlay PNG (default: "
+                                                       "<run>/explain/<image>_<class>.png)."),
+                    checkpoint: str = CHECKPOINT, output_dir: str = OUTPUT_DIR) -> None:
+    """Grad-CAM heatmap of one image, saved as a PNG overlay on the X-ray."""
+    from core.data.decode import DecodeError
+    from core.evaluation.explain import explain_file
+
+    with _expected_errors():
+        rm = _load(run, output_dir, checkpoint, "cpu")
+        name = class_name or "top"
+        target = out or rm.run_dir / "explain" / f"{image.stem}_{name}.png"
+        try:
+            result = explain_file(rm, image, target, class_name)
+        except DecodeError as err:
+            _fail(f"{err.path}: {err.reason}")
+    typer.echo(f"{result['class']} (p={result['probability']:.3f}): overlay {result['overlay']}")
+
+
+def register(app: typer.Typer) -> None:
+    """Mount the commands on the main CLI."""
+    app.command("eval")(eval_command)
+    app.command("predict")(predict_command)
+    app.command("export")(export_command)
+    app.command("explain")(explain_command)
