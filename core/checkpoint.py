@@ -71,15 +71,14 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as err:
+    except (OSError, RuntimeError) as err:  # torch reports a short write as RuntimeError ("unexpected pos")
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        if isinstance(err, RuntimeError) and not isinstance(err.__cause__ or err.__context__, OSError) \
-                and "write" not in str(err).lower() and "file" not in str(err).lower():
-            raise
-        reason = getattr(err, "strerror", None) or str(err).splitlines()[0][:160]
+        reason = getattr(err, "strerror", None) or (str(err).splitlines() or [type(err).__name__])[0][:160]
+        free_now = shutil.disk_usage(path.parent).free
+        reason = f"{reason}; {free_now / 2**20:.1f} MiB free"
         raise CheckpointSpaceError(f"checkpoint {path.name}: writing to {path.parent} failed ({reason}); "
                                    "the previous checkpoint is kept") from None
 
