@@ -71,7 +71,7 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as err:
+    except (OSError, RuntimeError) as err:  # torch reports a short write as RuntimeError ("unexpected pos")
         try:
             os.unlink(tmp)
         except OSError:
@@ -79,7 +79,9 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
         # torch.save reports a failed file write as a RuntimeError from its C++ zip writer (e.g.
         # "basic_ios::clear: iostream error", then "unexpected pos"); what the object holds was already
         # serialisable, so any error here is the write itself.
-        reason = getattr(err, "strerror", None) or str(err).splitlines()[0][:160]
+        reason = getattr(err, "strerror", None) or (str(err).splitlines() or [type(err).__name__])[0][:160]
+        free_now = shutil.disk_usage(path.parent).free
+        reason = f"{reason}; {free_now / 2**20:.1f} MiB free"
         raise CheckpointSpaceError(f"checkpoint {path.name}: writing to {path.parent} failed ({reason}); "
                                    "the previous checkpoint is kept") from None
 

@@ -50,6 +50,15 @@ def is_locked(run_dir: Path) -> bool:
     return False
 
 
+def check_not_locked(run_dir: Path) -> None:
+    """RunLockedError naming the holder when a live process writes the run (a cheap early check;
+    RunLock.acquire is the one that counts)."""
+    if is_locked(run_dir):
+        holder = read_holder(run_dir) or {}
+        raise RunLockedError(f"run {Path(run_dir).name} is being written by another process "
+                             f"({_holder_text(holder)}); wait for it to finish or stop it")
+
+
 class RunLock:
     """`with RunLock(run_dir):` or acquire()/release(); release removes the lock file."""
 

@@ -72,6 +72,12 @@ def resolve_from_cli(flags: dict[str, Any], extras: dict[str, Any]):
             resume_dir = find_run_dir(extras["retrain"], flags.get("output_dir", "runs"))
         except RunError as err:
             raise ConfigError(str(err)) from None
+        from core.runlock import RunLockedError, check_not_locked
+
+        try:
+            check_not_locked(resume_dir)  # before any slow set-up: the second writer hears at once
+        except RunLockedError as err:
+            raise ConfigError(str(err)) from None
         data = load_yaml_file(resume_dir / "config.yaml") or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{resume_dir / 'config.yaml'}: expected a YAML mapping of config keys, "

@@ -90,7 +90,7 @@ def test_kill_loses_at_most_checkpoint_every_steps_and_the_lock_guards_the_run(t
                         "five training steps")
     # a second writer while the first trains: one line naming the holder, nothing written by it
     assert list_runs(str(out))[0].status == "running"
-    second = run_cli(tmp_path, "train", "--retrain", "r", "--output_dir", str(out))
+    second = run_cli(tmp_path, "train", "--retrain", "r", "--output_dir", str(out), timeout=300)
     assert_one_line_error(second, 2, "being written by another process", f"pid {proc.proc.pid}")
 
     os.killpg(proc.proc.pid, signal.SIGKILL)
