@@ -34,7 +34,8 @@ def medcls_cmd(*args: str) -> list[str]:
 def child_env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update({"MEDCLS_PRESET_DIR": str(tmp_path / "user_presets"), "OMP_NUM_THREADS": "1",
-                "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"})
+                "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1",
+                "HF_HUB_OFFLINE": "1"})  # never the network, even from module-scoped fixtures
     return env
 
 
@@ -56,7 +57,7 @@ def assert_one_line_error(done: subprocess.CompletedProcess, code: int = 2, *nee
 
 
 TINY_ARGS = ("--dataset", "synthetic", "--model", "resnet18", "--img_size", "32", "--synthetic_size", "96",
-             "--batch_size", "8", "--log_every", "1", "--device", "cpu")
+             "--batch_size", "8", "--log_every", "1", "--device", "cpu", "--no_pretrained")
 
 
 class TrainProcess:
