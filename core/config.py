@@ -144,8 +144,12 @@ class TrainConfig(BaseModel):
     """XDomainMix: probability (once per batch) of dropping the class-specific domain-specific part."""
     xdm_tau_step_every: int = 100
     """XDomainMix: steps between domain-quantile changes (tau 0.9 -> 0.5 by 0.1, then back to 0.9)."""
-    xdm_domain_lr: float = 1e-3
-    """XDomainMix: Adam LR of the domain head (a linear probe on detached features, own optimizer)."""
+    xdm_domain_lr: Optional[float] = None
+    """XDomainMix: Adam LR of the domain head (a linear probe on detached features, own optimizer);
+    null = the main LR and weight decay, as the authors; a number = that LR without weight decay."""
+    xdm_domain_update: Literal["after_step", "same_pass"] = "after_step"
+    """XDomainMix: train the domain head after each model update on the updated features (the
+    authors, one extra forward pass) or on the same pass's features before the update (cheaper)."""
     pipmix_patch: int = 32
     """PipMix patch size in px (the grid keeps at least 2x2 patches on small images)."""
 

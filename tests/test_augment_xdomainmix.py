@@ -61,7 +61,9 @@ def batch(n=8, classes=3, multi_label=False, seed=0, size=8):
 
 
 def strategy(**kw):
-    args = dict(num_classes=3, num_domains=3, multi_label=False, warmup_steps=0)
+    """The toy tests drive training_loss alone, so the domain head trains in the same pass (ours);
+    the authors' after-the-update order is tested through after_optimizer_step below."""
+    args = dict(num_classes=3, num_domains=3, multi_label=False, warmup_steps=0, domain_update="same_pass")
     args.update(kw)
     s = XDomainMix(**args)
     s.record = True
@@ -342,3 +344,48 @@ def test_linear_probe_trains_only_the_head(models):
     loss.backward()
     assert all(p.grad is None for p in model.backbone.parameters())
     assert model.classifier[1].weight.grad.abs().sum() > 0 and "mixed" in s.last_info
+
+
+def test_authors_order_trains_the_domain_head_after_the_update_on_updated_features():
+    """Issue 12.6, the authors' default: training_loss leaves the domain head alone; after the model's
+    optimizer step, one Adam step (main LR and weight decay) on the updated backbone's features."""
+    torch.manual_seed(3)
+    net, crit = TinyNet(), SoftTargetCrossEntropy(3)
+    x, y, d = batch()
+    s = XDomainMix(3, 3, False, warmup_steps=0, main_lr=0.05, main_weight_decay=0.01)
+    s.begin_step()
+    loss, _ = s.training_loss(net, crit, x, y, d, 0)
+    w0 = s.domain_head.linear.weight.detach().clone()
+    assert s._optimizer is None  # nothing trained yet
+    main = torch.optim.SGD(net.parameters(), lr=0.5)
+    loss.backward()
+    main.step()
+    # expected: one Adam step from w0 on the *updated* features
+    ref = torch.nn.Linear(w0.shape[1], 3)
+    ref.load_state_dict(s.domain_head.linear.state_dict())
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=0.05, weight_decay=0.01)
+    with torch.no_grad():
+        z = net.features(x).mean(dim=(2, 3))
+    torch.nn.functional.cross_entropy(ref(z), d).backward()
+    ref_opt.step()
+    s.after_optimizer_step(net)
+    assert not torch.equal(w0, s.domain_head.linear.weight)
+    assert torch.allclose(s.domain_head.linear.weight, ref.weight, atol=1e-6)
+    group = s._optimizer.param_groups[0]
+    assert (group["lr"], group["weight_decay"]) == (0.05, 0.01)
+    ours = XDomainMix(3, 3, False, domain_lr=1e-3, main_lr=0.05, main_weight_decay=0.01)
+    assert ours.domain_adam == (1e-3, 0.0)
+
+
+def test_state_dict_after_load_returns_the_loaded_optimizer_state():
+    """Issue 12.6: a checkpoint written after a resume and before the first step kept None."""
+    net, crit = TinyNet(), SoftTargetCrossEntropy(3)
+    x, y, d = batch()
+    a = strategy()
+    for step in range(2):
+        a.training_loss(net, crit, x, y, d, step)
+    saved = copy.deepcopy(a.state_dict())
+    b = strategy()
+    b.load_state_dict(saved)
+    assert b.state_dict()["domain_optimizer"] is not None
+    assert b.state_dict()["domain_optimizer"]["state"][0]["step"] == 2

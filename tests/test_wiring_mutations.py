@@ -113,3 +113,30 @@ def test_linear_probe_backbone_is_frozen_in_an_engine_run(tmp_path, augmentation
     assert optimized and optimized <= head
     head_end = trainer.model.classifier.state_dict()
     assert any(not torch.equal(head_start[k], head_end[k]) for k in head_start), "the head must train"
+
+
+# ---------------------------------------------------------------- XDomainMix's discard draw
+
+@pytest.mark.parametrize("discard_prob", [1.0, 0.0])
+def test_xdomainmix_discard_draw_reaches_the_mixed_features(tmp_path, discard_prob):
+    """In a run, the mixed map is Z~ with the csds terms dropped exactly when the discard draw says so
+    (discard 1: always dropped, 0: always kept), recomputed from the recorded masks and partners."""
+    box: dict = {}
+
+    def hook(global_step, n):
+        box["t"].strategy.record = True
+    flags = {**TINY, "output_dir": str(tmp_path), "augmentation": "xdomainmix", "xdm_warmup_steps": 0,
+             "xdm_discard_prob": discard_prob, "epochs": 1, "max_steps_per_epoch": 2}
+    trainer, _ = trainer_for(flags, hook)
+    box["t"] = trainer
+    assert trainer.fit()["status"] == "finished"
+    info = trainer.strategy.last_info
+    assert info["keep_csds"] is (discard_prob == 0.0)
+    from core.augment.xdomainmix import mix_features
+
+    def mixed(keep):
+        return mix_features(info["feats"], info["cs"], info["ds"], info["j"], info["k"], info["lam"][0],
+                            info["lam"][1], keep, "NCHW")
+    expected, other = mixed(discard_prob == 0.0), mixed(discard_prob != 0.0)
+    assert not torch.allclose(expected, other), "the csds terms must matter in this batch"
+    assert torch.allclose(info["mixed"], expected, atol=1e-6)

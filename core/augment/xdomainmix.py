@@ -13,6 +13,12 @@ the loss is 0.5 * L(head(Z)) + 0.5 * L(head(Z~)); the target of Z~ is the anchor
 is Linear(C, D) on the spatial mean of Z.detach(), trained every step with its own optimizer, so
 it never sends gradients into the backbone. Everything is batched: no per-sample Python loops.
 
+The domain head follows the authors' code by default (`xdm_domain_update: after_step`): it is
+trained once per optimizer step, after the model's update, on the features the updated backbone
+gives for the same images (one extra forward pass without gradients), by Adam at the main LR and
+weight decay. `xdm_domain_update: same_pass` (ours) trains it on this pass's features before the
+update, without the extra pass; `xdm_domain_lr` set gives it its own Adam LR and no weight decay.
+
 Multi-label rule (ours; the paper is single-label):
   * "same class" = the same finding set (all-negative images match each other), "other class" =
     a different set: a partner with an extra finding would carry that finding's features into the
@@ -121,13 +127,21 @@ class XDomainMix(BatchStrategy):
     name = "xdomainmix"
 
     def __init__(self, num_classes: int, num_domains: int, multi_label: bool, warmup_steps: int = 3000,
-                 discard_prob: float = 0.2, tau_every: int = 100, domain_lr: float = 1e-3,
-                 lam_alpha: Optional[float] = None, prob: float = 1.0, pixel_mix: Optional[PipMix] = None):
+                 discard_prob: float = 0.2, tau_every: int = 100, domain_lr: Optional[float] = None,
+                 lam_alpha: Optional[float] = None, prob: float = 1.0, pixel_mix: Optional[PipMix] = None,
+                 main_lr: float = 1e-3, main_weight_decay: float = 0.0, domain_update: str = "after_step"):
         if tau_every < 1:
             raise ValueError(f"xdm_tau_step_every: must be >= 1 (got {tau_every})")
         self.num_classes, self.num_domains, self.multi_label = num_classes, num_domains, multi_label
         self.warmup_steps, self.discard_prob, self.tau_every = warmup_steps, discard_prob, tau_every
         self.domain_lr, self.lam_alpha, self.prob = domain_lr, lam_alpha, prob
+        if domain_update not in ("after_step", "same_pass"):
+            raise ValueError(f"xdm_domain_update: must be after_step or same_pass (got {domain_update!r})")
+        self.domain_update = domain_update
+        # the authors: Adam(domain head, lr=main LR, weight_decay=main decay); ours: own LR, no decay
+        self.domain_adam = ((domain_lr, 0.0) if domain_lr is not None else (main_lr, main_weight_decay))
+        self._pending: list[tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], str]] = []
+        """after_step: this step's (images, domains, frozen features or None, layout), one per micro-batch."""
         self.pixel_mix = pixel_mix
         self.domain_head = DomainHead(num_domains)
         self._optimizer: Optional[torch.optim.Optimizer] = None
@@ -136,14 +150,42 @@ class XDomainMix(BatchStrategy):
         """Tests set this to keep the last batch's masks, partners and lambdas in `last_info`."""
         self.last_info: dict = {}
         self.notes = [f"XDomainMix: ERM warm-up for {warmup_steps} steps, then 0.5 x loss(original features) "
-                      f"+ 0.5 x loss(cross-domain mixed features); domain head trained on detached features"]
+                      f"+ 0.5 x loss(cross-domain mixed features); domain head trained on detached features "
+                      + ("after each model update (as the authors)" if domain_update == "after_step"
+                         else "of the same pass, before the update")]
 
     # ---- engine interface
     def modules(self) -> list[nn.Module]:
         return [self.domain_head]
 
     def state_dict(self) -> dict:
-        return {"domain_optimizer": self._optimizer.state_dict() if self._optimizer is not None else None}
+        """The domain optimizer's state; after a load and before the first step, the loaded state (a
+        checkpoint written then must not drop it)."""
+        if self._optimizer is None:
+            return {"domain_optimizer": self._pending_optimizer_state}
+        return {"domain_optimizer": self._optimizer.state_dict()}
+
+    def begin_step(self) -> None:
+        self._pending = []
+
+    def after_optimizer_step(self, model) -> None:
+        """after_step mode: one domain-head step on the updated backbone's features of this step's images."""
+        pending, self._pending = self._pending, []
+        if self.domain_update != "after_step" or not pending:
+            return
+        net = _classifier(model)
+        n_total = sum(int(d.shape[0]) for _, d, _, _ in pending)
+        opt = self._domain_optimizer()
+        opt.zero_grad(set_to_none=True)
+        for images, domains, frozen, layout in pending:
+            if frozen is None:
+                with torch.no_grad():
+                    frozen = net.features(images)
+            with torch.autocast(device_type=frozen.device.type, enabled=False):
+                dlogits = self.domain_head(channel_mean(frozen.detach().float(), layout))
+                loss = F.cross_entropy(dlogits, domains) * (domains.shape[0] / n_total)
+                loss.backward(inputs=list(self.domain_head.parameters()))
+        opt.step()
 
     def load_state_dict(self, state: dict) -> None:
         self._pending_optimizer_state = state.get("domain_optimizer")
@@ -158,7 +200,12 @@ class XDomainMix(BatchStrategy):
         logits = net.head(net.pool(feats))
         loss = criterion(logits, loss_targets)
         augment = step >= self.warmup_steps and batch_is_mixed(self.prob)
-        domain_imp = self._domain_step(feats, domains, layout, want_importance=augment)
+        domain_imp = self._domain_step(feats, domains, layout, want_importance=augment,
+                                       train=self.domain_update == "same_pass")
+        if self.domain_update == "after_step":
+            # a frozen backbone gives the same features after the update: keep them, skip the extra pass
+            frozen = feats.detach() if getattr(net, "linear_probe", False) else None
+            self._pending.append((images.detach(), domains, frozen, layout))
         if not augment:
             self.last_info = {}
             return loss, logits
@@ -173,7 +220,7 @@ class XDomainMix(BatchStrategy):
         mixed = mix_features(feats, cs, ds, j, k, lam[0], lam[1], keep_csds, layout)
         aug_logits = net.head(net.pool(mixed))
         if self.record:
-            self.last_info = {"tau": tau, "cs": cs, "ds": ds, "j": j, "k": k, "lam": lam, "keep_csds": keep_csds,
+            self.last_info = {"feats": feats.detach(), "tau": tau, "cs": cs, "ds": ds, "j": j, "k": k, "lam": lam, "keep_csds": keep_csds,
                               "mixed": mixed.detach(), "class_imp": class_imp, "domain_imp": domain_imp}
         return 0.5 * loss + 0.5 * criterion(aug_logits, loss_targets), logits
 
@@ -190,8 +237,9 @@ class XDomainMix(BatchStrategy):
         return feats
 
     def _domain_step(self, feats: torch.Tensor, domains: torch.Tensor, layout: str,
-                     want_importance: bool) -> Optional[torch.Tensor]:
-        """Train the domain head one step on detached features; return domain importance if asked."""
+                     want_importance: bool, train: bool = True) -> Optional[torch.Tensor]:
+        """Domain importance if asked; with `train` (same_pass) also one domain-head step on these
+        detached features."""
         with torch.autocast(device_type=feats.device.type, enabled=False):
             z = feats.detach().float().requires_grad_(want_importance)
             dlogits = self.domain_head(channel_mean(z, layout))
@@ -199,15 +247,17 @@ class XDomainMix(BatchStrategy):
             if want_importance:
                 (grad,) = torch.autograd.grad(dlogits.gather(1, domains[:, None]).sum(), z, retain_graph=True)
                 importance = channel_mean(grad * z.detach(), layout)
-            opt = self._domain_optimizer()
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(dlogits, domains).backward(inputs=list(self.domain_head.parameters()))
-            opt.step()
+            if train:
+                opt = self._domain_optimizer()
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(dlogits, domains).backward(inputs=list(self.domain_head.parameters()))
+                opt.step()
         return importance
 
     def _domain_optimizer(self) -> torch.optim.Optimizer:
         if self._optimizer is None:
-            self._optimizer = torch.optim.Adam(self.domain_head.parameters(), lr=self.domain_lr)
+            lr, weight_decay = self.domain_adam
+            self._optimizer = torch.optim.Adam(self.domain_head.parameters(), lr=lr, weight_decay=weight_decay)
             if self._pending_optimizer_state is not None:
                 self._optimizer.load_state_dict(self._pending_optimizer_state)
                 self._pending_optimizer_state = None
@@ -226,7 +276,9 @@ def _build(config, num_classes, num_domains, multi_label, pixel_mix: Optional[Pi
                      notes=notes, pixel_mix=pixel_mix)
     return XDomainMix(num_classes, num_domains, multi_label, warmup_steps=config.xdm_warmup_steps,
                       discard_prob=config.xdm_discard_prob, tau_every=config.xdm_tau_step_every,
-                      domain_lr=config.xdm_domain_lr,
+                      domain_lr=config.xdm_domain_lr, domain_update=config.xdm_domain_update,
+                      main_lr=config.lr if config.lr is not None else 1e-3,
+                      main_weight_decay=config.weight_decay or 0.0,
                       lam_alpha=config.mixup_alpha if config.mixup_alpha > 0 else None,
                       prob=config.mixup_prob, pixel_mix=pixel_mix)
 
