@@ -82,8 +82,8 @@ class MedclsApp(App):
         self.picker = None
         self._last_refresh = 0.0
         self.engine_ready = threading.Event()
-        self._preload_started = False
         """Set once torch/timm/the engine are imported (a background thread; the first screen does not wait)."""
+        self._preload_started = False
 
     # ------------------------------------------------------------------ setup
     def on_mount(self) -> None:

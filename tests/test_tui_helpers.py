@@ -61,6 +61,7 @@ def gpu_hardware():
 
 def make_app(output_dir: Path, stable: bool = True, initial_preset: str = "demo", hardware=None,
              presets: Callable | None = None, **kwargs):
+    import core.engine  # noqa: F401 - torch here, on the test's thread: the app's background import is then instant
     from medcls_tui.app import MedclsApp
     from medcls_tui.tui_settings import AppSettings
 
@@ -118,6 +119,7 @@ async def picker_ready(pilot):
     await wait_for(pilot, lambda: isinstance(pilot.app.screen, PickerScreen), what="picker screen")
     picker = pilot.app.screen
     await wait_for(pilot, lambda: picker.is_current, what="picker resolution")
+    await wait_for(pilot, pilot.app.engine_ready.is_set, what="engine import")  # status line says "ready"
     await pilot.pause()
     return picker
 

@@ -28,7 +28,8 @@ async def test_first_screen_says_the_engine_is_loading_until_it_is(tmp_path, mon
     app = make_app(tmp_path / "runs")
     try:
         async with app.run_test(size=(80, 24)) as pilot:
-            await picker_ready(pilot)
+            await wait_for(pilot, lambda: app.picker is not None and app.picker.is_current, what="picker")
+            await pilot.pause()
             assert not app.engine_ready.is_set()
             assert "loading the training engine (torch, timm)" in screen_text(app)
             release.set()
