@@ -69,7 +69,7 @@ async def test_full_flow_picker_to_finished_run(tmp_path, size):
         await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen))
         await press(pilot, "w")
         await wait_for(pilot, lambda: isinstance(app.screen, TrainingScreen))
-        assert "FINISHED" in screen_text(app)
+        await wait_for(pilot, lambda: "FINISHED" in screen_text(app), what="live screen drawn")
     assert not engine_threads()
 
 
@@ -137,6 +137,7 @@ async def test_resume_unfinished_run_from_runs_screen(tmp_path):
         await press(pilot, "r")
         await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen))
         table = app.screen.query_one(DataTable)
+        await wait_for(pilot, lambda: table.row_count > 0, what="runs listed")
         assert [str(c) for c in table.get_row_at(0)][:2] == ["cut", "stopped"]
         await press(pilot, "e")
         await wait_for(pilot, lambda: isinstance(app.screen, TrainingScreen), what="resumed run")
@@ -211,16 +212,18 @@ async def test_fast_loop_is_not_slowed_by_the_ui(tmp_path):
 
 
 async def test_engine_failure_is_shown_not_fatal(tmp_path):
+    """A run failing before its first step: the app survives and is back on the picker with the reason."""
     app = make_app(tmp_path / "runs", trainer_factory=stub_factory(fail="CUDA out of memory (simulated)"))
     async with app.run_test(size=(80, 24)) as pilot:
         await picker_ready(pilot)
         await pilot.press("ctrl+t")
-        await wait_for(pilot, lambda: isinstance(app.screen, TrainingScreen))
+        await wait_for(pilot, lambda: app.session is not None, what="run started")
         session = app.session
         await until_done(pilot, session)
         assert app.is_running  # exit_on_error=False: the app survives
         assert session.state.status == "failed"
-        assert "CUDA out of memory (simulated)" in screen_text(app)
+        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen), what="back to the picker")
+        await wait_for(pilot, lambda: "CUDA out of memory (simulated)" in screen_text(app), what="reason shown")
         # a new run can start after a failure
         assert not app.run_active
 
