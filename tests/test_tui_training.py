@@ -233,16 +233,18 @@ async def test_fast_loop_is_not_slowed_by_the_ui(tmp_path, monkeypatch):
 
 
 async def test_engine_failure_is_shown_not_fatal(tmp_path):
+    """A run failing before its first step: the app survives and is back on the picker with the reason."""
     app = make_app(tmp_path / "runs", trainer_factory=stub_factory(fail="CUDA out of memory (simulated)"))
     async with app.run_test(size=(80, 24)) as pilot:
         await picker_ready(pilot)
         await pilot.press("ctrl+t")
-        await wait_for(pilot, lambda: isinstance(app.screen, TrainingScreen))
+        await wait_for(pilot, lambda: app.session is not None, what="run started")
         session = app.session
         await until_done(pilot, session)
         assert app.is_running  # exit_on_error=False: the app survives
         assert session.state.status == "failed"
-        await wait_for_text(pilot, "CUDA out of memory (simulated)")
+        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen), what="back to the picker")
+        await wait_for(pilot, lambda: "CUDA out of memory (simulated)" in screen_text(app), what="reason shown")
         # a new run can start after a failure
         assert not app.run_active
 

@@ -172,7 +172,8 @@ def _csv_flags(tmp_path, table: bytes) -> list[str]:
         Image.fromarray(np.full((20, 20), 40 * i, dtype=np.uint8)).save(data / f"{i}.png")
     (data / "labels.csv").write_bytes(table)
     return ["train", "--dataset", "csv", "--data_dir", str(data), "--csv", "labels.csv", "--model", "resnet18",
-            "--img_size", "32", "--epochs", "1", "--output_dir", str(tmp_path / "runs"), "--num_workers", "0"]
+            "--img_size", "32", "--epochs", "1", "--output_dir", str(tmp_path / "runs"), "--num_workers", "0",
+            "--no_pretrained"]
 
 
 @pytest.mark.parametrize("table,needle", [
