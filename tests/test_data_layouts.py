@@ -91,7 +91,7 @@ def test_nih_layout_trains_through_the_engine(tmp_path):
     layout = write_nih(tmp_path / "nih", missing=0)
     flags = {"dataset": "nih", "data_dir": str(layout.root), "multi_label": True, "model": "resnet18",
              "img_size": 32, "epochs": 1, "batch_size": 4, "num_workers": 0, "max_steps_per_epoch": 2,
-             "output_dir": str(tmp_path / "runs"), "run_name": "nih"}
+             "output_dir": str(tmp_path / "runs"), "run_name": "nih", "pretrained": False}
     summary = Trainer(resolve_config(flags, vram_gib=None)).fit()
     assert summary["status"] == "finished" and summary["global_step"] == 2
     assert set(summary["val_auroc_per_class"]) <= set(FINDINGS)

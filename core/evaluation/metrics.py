@@ -40,14 +40,24 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> Optional[float]
     return _value(weighted_rank_metrics(scores, labels, np.ones((1, len(labels))))[1][0])
 
 
-def roc_curve(scores: np.ndarray, labels: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(fpr, tpr, thresholds) starting at (0, 0) with threshold +inf; None without both classes."""
+def binary_operating_points(scores: np.ndarray, labels: np.ndarray):
+    """(thresholds, tp, fp, n_pos, n_neg) of one class, or None when the split lacks positives or
+    negatives (the class is undefined there: never scored as 0.5)."""
     labels = np.asarray(labels).astype(bool)
     n_pos = int(labels.sum())
     n_neg = len(labels) - n_pos
     if n_pos == 0 or n_neg == 0:
         return None
     thr, tp, fp = _operating_points(np.asarray(scores, dtype=np.float64), labels)
+    return thr, tp, fp, n_pos, n_neg
+
+
+def roc_curve(scores: np.ndarray, labels: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(fpr, tpr, thresholds) starting at (0, 0) with threshold +inf; None without both classes."""
+    points = binary_operating_points(scores, labels)
+    if points is None:
+        return None
+    thr, tp, fp, n_pos, n_neg = points
     return np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos], np.r_[np.inf, thr]
 
 

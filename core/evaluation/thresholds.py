@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from .metrics import _operating_points, one_hot
+from .metrics import binary_operating_points, one_hot
 
 THRESHOLDS_FILE = "thresholds.json"
 METHODS = ("youden", "f1", "sensitivity")
@@ -25,12 +25,10 @@ class ThresholdError(ValueError):
 def choose_threshold(scores: np.ndarray, labels: np.ndarray, method: str = "youden",
                      target_sensitivity: float = 0.95) -> Optional[float]:
     """One class's threshold; None when the split has no positives or no negatives (undefined)."""
-    labels = np.asarray(labels).astype(bool)
-    n_pos = int(labels.sum())
-    n_neg = len(labels) - n_pos
-    if n_pos == 0 or n_neg == 0:
+    points = binary_operating_points(scores, labels)
+    if points is None:
         return None
-    thr, tp, fp = _operating_points(np.asarray(scores, dtype=np.float64), labels)
+    thr, tp, fp, n_pos, n_neg = points
     sens, spec = tp / n_pos, 1.0 - fp / n_neg
     if method == "youden":
         best = int(np.argmax(sens + spec - 1.0))
