@@ -82,6 +82,7 @@ def test_retrain_with_another_model_or_classes_changes_nothing(finished_run, tmp
     assert _snapshot(run) == before
 
 
+@pytest.mark.processes
 def test_kill_loses_at_most_checkpoint_every_steps_and_the_lock_guards_the_run(tmp_path, train_process):
     out = tmp_path / "runs"
     args = (*TINY_ARGS, "--epochs", "500", "--num_workers", "0", "--output_dir", str(out), "--run_name", "r")

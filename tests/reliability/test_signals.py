@@ -11,6 +11,8 @@ import torch
 
 from core.runs import list_runs, read_summary
 
+pytestmark = pytest.mark.processes  # real processes and signals: minutes, run by .ci/run
+
 from .conftest import TINY_ARGS, run_cli, run_dir_of, step_records
 
 
