@@ -244,7 +244,7 @@ class TrainConfig(BaseModel):
                 raise ValueError(f"{key}: must be >= 1 (got {val})")
         for key, top in UPPER_BOUNDS.items():
             val = getattr(self, key)
-            if val is not None and val > top:
+            if isinstance(val, (int, float)) and val > top:  # batch_size may be 'auto'
                 raise ValueError(f"{key}: must be at most {top} (got {val})")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every: must be >= 1 step (got {self.checkpoint_every})")
