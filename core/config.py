@@ -462,7 +462,7 @@ def parse_yaml_text(raw: bytes | str, origin: str) -> Any:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         _check_yaml_size(node, origin)
-        return yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -114,3 +114,18 @@ if __name__ == "__main__":
         print(f"wrote {write_snapshot()}")
     else:
         print("usage: python -m core.model_names --write")
+
+
+KNOWN_LAYER_DECAY_DEPTHS = {"vit_small_patch16_224": 12, "vit_base_patch16_224": 12, "deit_small_patch16_224": 12,
+                            "swin_base_patch4_window7_224": 24, "convnext_tiny": 19}
+"""timm's grouping depth of the seed transformers (tests/test_config.py checks it against timm), so
+showing their config needs no torch."""
+
+
+def layer_decay_depth(timm_name: str):
+    """Depth of the earliest layer group under layer-wise decay (see core.models.layer_decay_depth)."""
+    if timm_name in KNOWN_LAYER_DECAY_DEPTHS:
+        return KNOWN_LAYER_DECAY_DEPTHS[timm_name]
+    from .models import layer_decay_depth as from_timm
+
+    return from_timm(timm_name)

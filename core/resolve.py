@@ -290,10 +290,9 @@ def format_config_table(resolved: ResolvedConfig) -> list[str]:
 
 def smallest_lr_scale_line(cfg: TrainConfig) -> Optional[str]:
     """What layer_decay means for this model: the earliest layers' share of the LR."""
-    from .models import layer_decay_depth
-
     if cfg.mode != "full_finetune" or not cfg.layer_decay or cfg.layer_decay >= 1.0:
         return None
+    from .model_names import layer_decay_depth
     timm_name = resolve_model_name(cfg.model)
     depth = layer_decay_depth(timm_name)
     if depth is None:

@@ -195,7 +195,7 @@ def layer_decay_for_depth(depth: Optional[int]) -> float:
 def layer_decay_tip(family: str, mode: str, timm_name: Optional[str] = None) -> Optional[Tip]:
     if mode != "full_finetune" or family not in LAYER_DECAY_FAMILIES:
         return None
-    from .models import layer_decay_depth
+    from .model_names import layer_decay_depth
 
     depth = layer_decay_depth(timm_name) if timm_name else None
     value = layer_decay_for_depth(depth)

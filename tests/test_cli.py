@@ -180,10 +180,10 @@ def test_train_py_shim_runs_as_written(tmp_path):
 
 
 def test_bad_data_option_is_reported_once_and_fails(tmp_path):
-    """A data error found while loading (before any run folder exists) is one error line, exit 1."""
+    """A data error found while loading (before any run folder exists) is one error line, exit 2 (bad input)."""
     result = runner.invoke(app, ["train", "--preset", "demo", "--synthetic_size", "120", "--holdout_domain",
                                  "scanner_Q", "--output_dir", str(tmp_path / "runs")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     errors = [line for line in result.output.splitlines() if "holdout_domain" in line]
     assert errors == ["error: holdout_domain: 'scanner_Q' is not a domain of dataset 'synthetic'. Allowed: "
                       "0 (scanner_A), 1 (scanner_B), 2 (scanner_C), 3 (scanner_D)"]

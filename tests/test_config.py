@@ -93,7 +93,7 @@ def test_bad_values_fail_with_one_line_naming_the_key(flags, needle):
 
 def test_unknown_key_in_file_names_file_and_allowed_keys(tmp_path):
     bad = write(tmp_path / "bad.yaml", {"learning_rate": 0.1})
-    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'learning_rate'. Allowed keys: model, mode"):
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'learning_rate' \(did you mean 'lr'\?\). Allowed keys: model, mode"):
         resolve_config({}, config_file=bad, vram_gib=None)
 
 
@@ -158,3 +158,12 @@ def test_layer_decay_on_a_cnn_is_a_warning_and_ignored():
     resolved = resolve_config({"model": "resnet50", "layer_decay": 0.65}, vram_gib=None)
     assert resolved.config.layer_decay is None
     assert any("layer_decay 0.65 is ignored" in w and "CNN" in w for w in resolved.warnings)
+
+
+def test_known_layer_decay_depths_match_timms_grouping():
+    """The light table used by --print-config agrees with timm's own grouping."""
+    from core.model_names import KNOWN_LAYER_DECAY_DEPTHS
+    from core.models import layer_decay_depth
+
+    for name, depth in KNOWN_LAYER_DECAY_DEPTHS.items():
+        assert layer_decay_depth(name) == depth, name

@@ -24,7 +24,10 @@ def finished_run(tmp_path, one_torch_thread):
     args = ["train", "--output_dir", str(out), "--run_name", "done", "--max_steps_per_epoch", "3",
             "--early_stopping", "5", "--log_every", "1"]
     for key, value in TINY.items():
-        args += [f"--{key}", str(value)]
+        if isinstance(value, bool):  # boolean settings are --flag / --no_flag switches
+            args.append(f"--{key}" if value else f"--no_{key}")
+        else:
+            args += [f"--{key}", str(value)]
     result = CliRunner().invoke(cli_app, args)
     assert result.exit_code == 0, result.output
     return out / "done"
