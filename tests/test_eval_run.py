@@ -265,3 +265,22 @@ async def test_app_runs_screen_opens_the_evaluation_and_scores_val_in_a_worker(f
         await wait_for(pilot, lambda: not screen.busy and screen.split == "val", timeout=120, what="val evaluation")
         assert (run / "eval_val.json").is_file() and screen.report["n"] == 14
         assert table.row_count == 6
+
+
+def test_predict_reads_dicom_like_the_same_pixels_as_png(finished, tmp_path):
+    """DICOM input goes through the dataset decoder: an 8-bit DICOM scores like the PNG of its pixels."""
+    from official_layouts import write_dicom
+
+    _, _, run = finished
+    pixels = (np.arange(64 * 64).reshape(64, 64) % 251).astype(np.uint16)
+    Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "same.png")
+    write_dicom(tmp_path / "same.dcm", pixels, bits_stored=8)
+    out = tmp_path / "pred.csv"
+    result = cli("predict", run, tmp_path / "same.png", tmp_path / "same.dcm", "--out", out)
+    assert result.exit_code == 0, result.output
+    import csv
+
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 2 and not any(r["error"] for r in rows), rows
+    probs = [[float(v) for k, v in r.items() if k.startswith("p_")] for r in rows]
+    np.testing.assert_allclose(probs[0], probs[1], atol=1e-4)
