@@ -1,7 +1,7 @@
 """Acceptance on the real NIH ChestX-ray14 and COVIDx fixtures: train briefly, eval with intervals,
 predict, explain one image, export to ONNX and check it against PyTorch with onnxruntime.
 
-Skips with a reason when ../shared/fixtures is absent (fixtures are never copied into the repo)."""
+Marked real_data: skipped with one line by conftest's fixture helper when the fixtures are absent."""
 from __future__ import annotations
 
 import csv
@@ -23,10 +23,9 @@ EXTRA = {"nih": [], "covidx": ["--label_file", "labels/train_COVIDx6.txt", "--va
 
 
 def fixtures_dir(name: str) -> Path:
-    """The fixture folder, or skip the test saying which folder is missing (local helper)."""
+    """One dataset's folder under the real fixtures (the real_data marker skips when they are absent)."""
     path = FIXTURES / name
-    if not path.is_dir():
-        pytest.skip(f"real-data fixture {path} not present")
+    assert path.is_dir(), f"real-data fixture {path} missing from {FIXTURES}"
     return path
 
 
@@ -37,6 +36,7 @@ def cli(*args) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.real_data
 @pytest.mark.parametrize("dataset", sorted(DATASETS))
 def test_train_eval_predict_explain_export_on_real_fixtures(dataset, tmp_path, one_torch_thread):
     data = fixtures_dir(DATASETS[dataset])
