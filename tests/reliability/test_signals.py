@@ -77,3 +77,34 @@ def test_stopped_run_resumes_to_the_end(tmp_path, train_process):
     assert done.returncode == 0, done.stderr[-3000:]
     summary = read_summary(run_dir)
     assert summary["status"] == "finished" and summary["global_step"] > stopped_at
+
+
+@pytest.mark.parametrize("workers,group", [("0", False), ("2", True)])
+def test_signal_during_validation_finishes_it_then_stops_with_the_epoch_checkpoint(tmp_path, train_process,
+                                                                                     workers, group):
+    """One training step per epoch and a large validation split: the signal sent as soon as step 1 is
+    logged lands while the epoch's validation runs. Validation completes, the epoch is recorded and
+    checkpointed, and the run stops there (no SIGABRT from loader workers, no lost epoch)."""
+    import os
+
+    out = tmp_path / "runs"
+    args = [a for a in TINY_ARGS]
+    args[args.index("--synthetic_size") + 1] = "3000"  # ~600 validation images: seconds of validation
+    proc = train_process(*args, "--epochs", "50", "--max_steps_per_epoch", "1", "--num_workers", workers,
+                         "--output_dir", str(out))
+    run_dir = proc.wait_for(lambda: (d := run_dir_of(out)) is not None and len(step_records(d)) >= 1 and d,
+                            "the first step (validation follows at once)")
+    (os.killpg if group else os.kill)(proc.proc.pid, signal.SIGINT)
+    rc = proc.finish()
+    text = proc.output()
+    assert rc == 0, text[-3000:]
+    assert "terminate called" not in text and "Traceback" not in text, text[-3000:]
+    summary = read_summary(run_dir)
+    assert summary["status"] == "stopped", summary
+    assert summary["epochs_completed"] == 1 and summary["global_step"] == 1, summary
+    from core.runs import read_metrics
+
+    epochs = [r for r in read_metrics(run_dir) if r.get("event") == "EpochDone"]
+    assert [r["epoch"] for r in epochs] == [1] and epochs[0]["metrics"]["val_auroc"] is not None
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True, map_location="cpu")
+    assert state["position"]["epoch"] == 1 and state["position"]["global_step"] == 1
