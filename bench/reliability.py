@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 TINY = ["--dataset", "synthetic", "--model", "resnet18", "--img_size", "32", "--synthetic_size", "96",
-        "--batch_size", "8", "--log_every", "1", "--device", "cpu", "--num_workers", "0"]
+        "--batch_size", "8", "--log_every", "1", "--device", "cpu", "--num_workers", "0", "--no_pretrained"]
 
 
 def _cmd(*args: str) -> list[str]:
