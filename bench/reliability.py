@@ -82,23 +82,28 @@ def bad_inputs(n: int) -> dict:
     results = {}
     for name, strategy, check in (("config dicts", fz.config_dicts, fz._check_config),
                                   ("YAML texts", fz.yaml_texts, fz._check_yaml)):
-        stats = {"tried": 0, "tracebacks": 0, "hangs": 0}
-
-        @settings(max_examples=n, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        @given(strategy)
-        def run(value, stats=stats, check=check):
-            stats["tried"] += 1
-            t0 = time.monotonic()
-            try:
-                check(value)
-            except Exception:  # noqa: BLE001 - counted
-                stats["tracebacks"] += 1
-            if time.monotonic() - t0 > 10:
-                stats["hangs"] += 1
-
-        run()
-        results[name] = stats
+        results[name] = _count_outcomes(strategy, check, n, settings, given, HealthCheck)
     return results
+
+
+def _count_outcomes(strategy, check, n: int, settings, given, HealthCheck) -> dict:
+    """Run `check` on n generated values; count tracebacks and calls over 10 s (hangs)."""
+    stats = {"tried": 0, "tracebacks": 0, "hangs": 0}
+
+    @settings(max_examples=n, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(strategy)
+    def run(value):
+        stats["tried"] += 1
+        t0 = time.monotonic()
+        try:
+            check(value)
+        except Exception:  # noqa: BLE001 - counted
+            stats["tracebacks"] += 1
+        if time.monotonic() - t0 > 10:
+            stats["hangs"] += 1
+
+    run()
+    return stats
 
 
 def main() -> None:

@@ -29,7 +29,17 @@ MODE_SECTIONS = MODES  # YAML sections like `full_finetune: {layer_decay: 0.65}`
 
 
 class ConfigError(ValueError):
-    """A bad key, value or combination; the message is one line naming the key and what is allowed."""
+    """A bad key, value or combination; the message is one line naming the key and what is allowed.
+
+    Keys and values quoted in it come from users' files: control characters (a newline inside a YAML
+    key, say) are written escaped, so the message stays one line whatever the input."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_one_line(str(message)))
+
+
+def _one_line(text: str) -> str:
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 class TrainConfig(BaseModel):

@@ -56,12 +56,19 @@ YAML_CASES = {
 
 @pytest.mark.parametrize("case", sorted(YAML_CASES))
 def test_config_file_problems_are_one_line_and_exit_2(tmp_path, case):
-    content, needle = YAML_CASES[case]
+    content, *needles = YAML_CASES[case]
     path = tmp_path / f"{case}.yaml"
     path.write_bytes(content)
     line = one_line(cli("train", "--config", str(path), "--print-config", "--output_dir", str(tmp_path / "runs")),
-                    2, needle)
+                    2, *needles)
     assert len(line) < 600
+
+
+def test_control_characters_in_a_key_are_quoted_escaped_on_one_line(tmp_path):
+    """Found by bench/reliability.py's fuzzing: a quoted YAML key holding a newline split the error."""
+    path = tmp_path / "newline_key.yaml"
+    path.write_bytes(b'"lr\\nx\\t": 1\n')
+    one_line(cli("train", "--config", str(path), "--print-config"), 2, "unknown key 'lr\\nx\\t'")
 
 
 def test_alias_bomb_is_refused_quickly(tmp_path):
