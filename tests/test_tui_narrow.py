@@ -75,7 +75,7 @@ async def test_runs_table_keeps_model_and_date_whole_at_80_columns(tmp_path):
         await picker_ready(pilot)
         await pilot.press("r")
         await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="runs screen")
-        text = await wait_for_text(pilot, "run(s) in")
+        text = await wait_for_text(pilot, "runs in")
         year = time.strftime("%Y")
         for info in list_runs(root):
             line = next(row for row in text.splitlines() if info.name[:8] in row)

@@ -58,7 +58,7 @@ async def test_finished_run_extends_by_n_epochs_and_the_live_view_continues_its_
         await pilot.pause()
         await pilot.press("e")
         await wait_for(pilot, lambda: isinstance(app.screen, ExtendRunScreen), what="extend dialog")
-        assert "done finished after 2 epoch(s)" in screen_text(app)
+        assert "done finished after 2 epochs" in screen_text(app)
         app.screen.query_one("#extend-epochs", Input).value = "1"
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.session is not None, what="run started")

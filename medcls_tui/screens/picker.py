@@ -283,5 +283,12 @@ class PickerScreen(Screen):
         return True
 
     def refresh_view(self) -> None:
-        """Run updates while the picker is shown: the header's sub-title carries them."""
+        """Run updates while the picker is shown: the header's sub-title carries them; the status line
+        follows a run starting or ending (never "ready: ctrl+t trains" while one is active)."""
         self.refresh_bindings()
+        active = self.app.run_active
+        if active != getattr(self, "_run_was_active", None):
+            self._run_was_active = active
+            if self.start_failure is None and self.resolution is not None and self.resolution.trainable \
+                    and self.is_current:
+                self.show_ready()

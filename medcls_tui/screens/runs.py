@@ -9,6 +9,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from ..run_state import count
 from ..widgets.run_widgets import shorten
 
 RESUMABLE = ("stopped", "incomplete", "interrupted", "aborted", "failed")
@@ -104,12 +105,11 @@ class RunsScreen(Screen):
         folder = self.app.output_dir
         table = self.query_one(DataTable)
         found = list_runs(folder)
-        live = self.app.session.state.run_dir if self.app.session is not None else ""
         this_year = time.strftime("%Y")
         rows: list[tuple[str, ...]] = []
         for info in found:
             status = info.status
-            if live and Path(live) == info.path and self.app.run_active:
+            if self.is_live(info.path):
                 status = "live"
             rows.append((info.name, status.replace("_", " "), best_cell(info.monitor, info.best_value, info.best_epoch),
                          str(info.epochs_completed), info.model or "-",
@@ -119,7 +119,7 @@ class RunsScreen(Screen):
         self.runs = dict(zip(self._keys, found))
         self._fill(table)
         where = "the output folder" if stable else folder
-        self.query_one("#runs-title", Static).update(f" {len(found)} run(s) in {where}")
+        self.query_one("#runs-title", Static).update(f" {count(len(found), 'run')} in {where}")
         hint = ("enter: curves   e: resume a run, or extend a finished one   t: evaluation   g: refresh"
                 if found else f"No runs yet in {where}. Train one from the picker (ctrl+t).")
         self.query_one("#runs-hint", Static).update(hint)
@@ -159,8 +159,18 @@ class RunsScreen(Screen):
         from .run_detail import RunDetailScreen
 
         info = self.selected()
-        if info is not None:
-            self.app.push_screen(RunDetailScreen(info.path))
+        if info is None:
+            return
+        if self.is_live(info.path):  # this app's own run: its live screen, not a replay of metrics.jsonl
+            self.app.show_training()
+            return
+        self.app.push_screen(RunDetailScreen(info.path))
+
+    def is_live(self, path: Path) -> bool:
+        session = self.app.session
+        if session is None or not self.app.run_active or not session.state.run_dir:
+            return False
+        return Path(session.state.run_dir).resolve() == Path(path).resolve()
 
     def action_evaluation(self) -> None:
         from .evaluation import EvaluationScreen

@@ -98,7 +98,7 @@ class TrainingScreen(Screen):
 
     def check_action(self, action: str, parameters: tuple) -> Optional[bool]:
         if action in ("toggle_pause", "stop", "checkpoint"):
-            return True if self.app.run_active else None
+            return self.app.run_active  # an ended run has nothing to pause, stop or save: not in the footer
         return True
 
     def action_toggle_pause(self) -> None:

@@ -113,7 +113,13 @@ class RunHeader(Vertical):
         yield Static(id="run-status")
         yield Static(id="run-speed")
 
+    def on_resize(self) -> None:
+        """Shown before the layout knew the width (or the terminal changed): fit the lines again."""
+        if getattr(self, "_shown", None) is not None:
+            self.show(*self._shown)
+
     def show(self, state: RunState, stable: bool = False, ascii: bool = False) -> None:
+        self._shown = (state, stable, ascii)
         width = self.content_size.width
         update_if_changed(self.query_one("#run-status", Static), progress_line(state, stable, width, ascii))
         update_if_changed(self.query_one("#run-speed", Static), speed_line(state, stable, ascii, width))
@@ -243,7 +249,12 @@ class ClassAurocPanel(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield Static(id="class-auroc-text")
 
+    def on_resize(self) -> None:
+        if getattr(self, "_shown", None) is not None:
+            self.show(*self._shown)
+
     def show(self, state: RunState, ascii: bool = False) -> None:
+        self._shown = (state, ascii)
         size = self.scrollable_content_region.size
         update_if_changed(self.query_one("#class-auroc-text", Static),
                           class_auroc_text(state, ascii, size.width, size.height), layout=True)
