@@ -70,12 +70,39 @@ class FormModel:
     """Values set from other screens (advisor: batch_size, grad_accum_steps)."""
     auto_values: dict = field(default_factory=dict)
     """Last resolved value of every choice field the user did not override."""
+    kept: dict = field(default_factory=dict)
+    """preset_key -> (overrides, extra) of presets left with edits: moving to another preset and back
+    finds them again instead of throwing them away (issue 16, point 6)."""
 
-    def choose(self, preset: Optional[PresetInfo]) -> None:
+    def choose(self, preset: Optional[PresetInfo]) -> list[str]:
+        """Switch to `preset`, keeping the current preset's edits and restoring `preset`'s own;
+        returns the keys restored (empty when it had none)."""
+        if self.preset is not None:
+            key = preset_key(self.preset)
+            if self.overrides or self.extra:
+                self.kept[key] = (dict(self.overrides), dict(self.extra))
+            else:
+                self.kept.pop(key, None)
         self.preset = preset
+        overrides, extra = self.kept.get(preset_key(preset), ({}, {})) if preset is not None else ({}, {})
+        self.overrides, self.extra = dict(overrides), dict(extra)
+        self.auto_values.clear()
+        return sorted({*self.overrides, *self.extra})
+
+    def edited(self, preset: PresetInfo) -> bool:
+        """Has `preset` edits (the current one's live edits, another's kept ones)?"""
+        if self.preset is not None and preset_key(preset) == preset_key(self.preset):
+            return bool(self.overrides or self.extra)
+        return preset_key(preset) in self.kept
+
+    def reset(self) -> list[str]:
+        """Drop the current preset's edits (its values and the tips come back); returns the keys dropped."""
+        dropped = sorted({*self.overrides, *self.extra})
         self.overrides.clear()
         self.extra.clear()
-        self.auto_values.clear()
+        if self.preset is not None:
+            self.kept.pop(preset_key(self.preset), None)
+        return dropped
 
     def preset_value(self, key: str) -> Any:
         if self.preset is None:

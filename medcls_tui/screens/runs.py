@@ -120,7 +120,7 @@ class RunsScreen(Screen):
         self._fill(table)
         where = "the output folder" if stable else folder
         self.query_one("#runs-title", Static).update(f" {count(len(found), 'run')} in {where}")
-        hint = ("enter: curves   e: resume a run, or extend a finished one   t: evaluation   g: refresh"
+        hint = ("enter: curves  e: resume, or extend a finished run  t: evaluation  g: refresh"
                 if found else f"No runs yet in {where}. Train one from the picker (ctrl+t).")
         self.query_one("#runs-hint", Static).update(hint)
 
