@@ -72,20 +72,21 @@ class CurvePlot(PlotextPlot):
 
     def legend_line(self, width: int) -> Text:
         """The title and a sample of each series in its colour (its letter in ASCII mode), centred on the
-        plot's first row. When it does not fit: the short title, no title, short labels, one-cell samples."""
+        plot's first row. When it does not fit: the short title, short labels and one-cell samples, the title
+        alone, and last the legend alone."""
         full, short = self._titles
 
         def build(title: str, short_labels: bool, sample: str) -> Text:
             line = Text(title, style="bold")
-            for label, color, letter in self._legend:
+            for label, color, letter in (self._legend if sample else []):
                 if line:
                     line.append("  " if sample != "─" else " ")
                 line.append(f"{letter} " if self.ascii else f"{sample} ", style=f"bold {color}")
                 line.append(SHORT_LABELS.get(label, label) if short_labels else label)
             return line
 
-        candidates = [(full, False, "──"), (short, False, "──"), ("", False, "──"), (short, True, "─"),
-                      ("", True, "─")]
+        candidates = [(full, False, "──"), (short, False, "──"), (short, True, "─"), (short, True, ""),
+                      ("", True, "─")]  # the title outlives the legend: it names the chart
         line = Text()
         for title, short_labels, sample in candidates:
             line = build(title, short_labels, sample)
