@@ -85,7 +85,10 @@ class TrainingScreen(Screen):
             result = self.query_one("#run-result", Static)
         except NoMatches:  # being removed (screen popped between two timer ticks)
             return
-        dashboard.show(state, stable=settings.stable, ascii=settings.ascii, force=force)
+        try:
+            dashboard.show(state, stable=settings.stable, ascii=settings.ascii, force=force)
+        except NoMatches:  # its widgets are being removed: the screen is being popped
+            return
         text = result_text(state, settings.stable)
         if getattr(result, "_medcls_last", None) != text:
             result._medcls_last = text

@@ -6,6 +6,7 @@ import math
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.widgets import Static
 
 from ..run_state import RunState, fmt_duration, fmt_value
@@ -116,7 +117,10 @@ class RunHeader(Vertical):
     def on_resize(self) -> None:
         """Shown before the layout knew the width (or the terminal changed): fit the lines again."""
         if getattr(self, "_shown", None) is not None:
-            self.show(*self._shown)
+            try:
+                self.show(*self._shown)
+            except NoMatches:  # resized while its screen is being removed
+                pass
 
     def show(self, state: RunState, stable: bool = False, ascii: bool = False) -> None:
         self._shown = (state, stable, ascii)
@@ -251,7 +255,10 @@ class ClassAurocPanel(VerticalScroll):
 
     def on_resize(self) -> None:
         if getattr(self, "_shown", None) is not None:
-            self.show(*self._shown)
+            try:
+                self.show(*self._shown)
+            except NoMatches:  # resized while its screen is being removed
+                pass
 
     def show(self, state: RunState, ascii: bool = False) -> None:
         self._shown = (state, ascii)
