@@ -44,6 +44,8 @@ class Advice:
     reasons: list[str] = field(default_factory=list)
     model_advice: list[str] = field(default_factory=list)
     """Filled when the per-step batch is far below the tips' range (item 4 of the issue)."""
+    precision: str = ""
+    """What the run will compute in on this hardware (precision_text), for the advice's heading."""
 
 
 def planning_gib(gpu: GpuInfo) -> tuple[float, list[str]]:
@@ -80,6 +82,14 @@ def split_batch(target: int, per_step_max: int) -> tuple[int, int]:
     while math.ceil(target / accum) > max(1, per_step_max):
         accum *= 2
     return math.ceil(target / accum), accum
+
+
+def precision_text(mixed_precision: bool, on_gpu: bool) -> str:
+    """Mixed precision as a run on this hardware will use it: only on a GPU (core.precision's rule,
+    autocast off CUDA is float32), so a CPU machine never reads "mixed precision on"."""
+    if not on_gpu:
+        return "mixed precision off (no GPU: float32 on CPU)"
+    return "mixed precision on (bf16/fp16)" if mixed_precision else "mixed precision off (--no_mixed_precision)"
 
 
 def memory_scale(img_size: int, mixed_precision: bool, on_gpu: bool, grad_checkpointing: bool = False,
@@ -124,7 +134,8 @@ def table_advice(model: str, mode: str, img_size: Optional[int], mixed_precision
     if accum > 1:
         reasons.append(f"{micro} per step x {accum} accumulation steps = effective {micro * accum}")
     advice = Advice(batch_low=low, batch_high=high, suggested_batch=micro, grad_accum_steps=accum,
-                    effective_batch=micro * accum, reasons=reasons)
+                    effective_batch=micro * accum, reasons=reasons,
+                    precision=precision_text(mixed_precision, gpu is not None))
     if gpu is not None and micro < low / 2:
         advice.model_advice = model_advice(model, mode, img_size, mixed_precision=mixed_precision,
                                            grad_checkpointing=grad_checkpointing, max_batch=micro,

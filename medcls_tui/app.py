@@ -19,7 +19,7 @@ from textual.worker import Worker, WorkerState
 
 from .event_buffer import EventBuffer
 from .gil import training_switch_interval
-from .run_state import RunState, fmt_value
+from .run_state import RunState, count, fmt_value
 from .tui_settings import AppSettings
 
 TrainerFactory = Callable[..., Any]
@@ -84,6 +84,17 @@ class MedclsApp(App):
         self.engine_ready = threading.Event()
         """Set once torch/timm/the engine are imported (a background thread; the first screen does not wait)."""
         self._preload_started = False
+
+    def get_line_filters(self):
+        """MEDCLS_ASCII=1: every rendered line through the ASCII filter (medcls_tui/ascii_filter.py)."""
+        filters = super().get_line_filters()
+        if not self.settings.ascii:
+            return filters
+        if getattr(self, "_ascii_filter", None) is None:
+            from .ascii_filter import AsciiFilter
+
+            self._ascii_filter = AsciiFilter()
+        return [*filters, self._ascii_filter]
 
     # ------------------------------------------------------------------ setup
     def on_mount(self) -> None:
@@ -273,7 +284,26 @@ class MedclsApp(App):
         s = state.summary
         best = (f"best {s.get('monitor')} {fmt_value(s.get('best_value'))} at epoch {s.get('best_epoch')}"
                 if s.get("best_value") is not None else "no validation yet")
-        return f"{s.get('epochs_completed', state.epoch)} epoch(s), {best}"
+        return f"{count(int(s.get('epochs_completed', state.epoch) or 0), 'epoch')}, {best}"
+
+    def farewell(self) -> str:
+        """Printed in the shell after the app closes: where the runs are, and how the last one ended."""
+        from core.runs import list_runs
+
+        from .screens.runs import can_resume
+
+        folder = Path(self.output_dir).expanduser().resolve()
+        lines = []
+        state = self.session.state if self.session is not None else None
+        if state is not None and state.run_name:
+            where = state.run_dir or str(folder / state.run_name)
+            lines.append(f"medcls: last run {state.run_name}: {state.status.replace('_', ' ')}, "
+                         f"{self.result_text(state).removeprefix('failed: ')}")
+            if can_resume(state.status, (Path(where) / "checkpoints" / "last.pt").is_file())[0]:
+                lines.append(f"  resume it: medcls train --retrain {where}")
+        runs = list_runs(folder) if folder.is_dir() else []
+        lines.append(f"medcls: {count(len(runs), 'run')} in {folder} (medcls runs --output_dir {self.output_dir})")
+        return "\n".join(lines)
 
     def toggle_pause(self) -> None:
         session = self.session

@@ -56,7 +56,9 @@ def main_callback(ctx: typer.Context,
         raise typer.Exit(1 if summary.get("status") in ("failed", "diverged", "aborted") else 0)
     from .app import MedclsApp
 
-    MedclsApp(output_dir=output_dir, initial_preset=preset).run(mouse=not no_mouse)
+    medcls_app = MedclsApp(output_dir=output_dir, initial_preset=preset)
+    medcls_app.run(mouse=not no_mouse)
+    typer.echo(medcls_app.farewell())  # the shell shows where the runs are once the screen is gone
 
 
 def resolve_from_cli(flags: dict[str, Any], extras: dict[str, Any]):

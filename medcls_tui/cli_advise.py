@@ -61,7 +61,7 @@ def print_report(report: dict) -> None:
         free = hw["cpu_ram_free_gib"]
         console.print(f"  RAM {hw['cpu_ram_total_gib']:.1f} GiB total" + (f", {free:.1f} GiB available" if free else ""))
     console.print(f"\n[bold]Table advice[/] for {cfg['model']} · {cfg['mode']} · {cfg['img_size']} px · "
-                  f"mixed precision {'on' if cfg['mixed_precision'] else 'off'}")
+                  f"{table['precision']}")
     console.print(f"  spec range {table['batch_low']}-{table['batch_high']}: batch {table['suggested_batch']} x "
                   f"{table['grad_accum_steps']} accumulation = effective {table['effective_batch']}")
     for reason in table["reasons"]:

@@ -70,12 +70,39 @@ class FormModel:
     """Values set from other screens (advisor: batch_size, grad_accum_steps)."""
     auto_values: dict = field(default_factory=dict)
     """Last resolved value of every choice field the user did not override."""
+    kept: dict = field(default_factory=dict)
+    """preset_key -> (overrides, extra) of presets left with edits: moving to another preset and back
+    finds them again instead of throwing them away (issue 16, point 6)."""
 
-    def choose(self, preset: Optional[PresetInfo]) -> None:
+    def choose(self, preset: Optional[PresetInfo]) -> list[str]:
+        """Switch to `preset`, keeping the current preset's edits and restoring `preset`'s own;
+        returns the keys restored (empty when it had none)."""
+        if self.preset is not None:
+            key = preset_key(self.preset)
+            if self.overrides or self.extra:
+                self.kept[key] = (dict(self.overrides), dict(self.extra))
+            else:
+                self.kept.pop(key, None)
         self.preset = preset
+        overrides, extra = self.kept.get(preset_key(preset), ({}, {})) if preset is not None else ({}, {})
+        self.overrides, self.extra = dict(overrides), dict(extra)
+        self.auto_values.clear()
+        return sorted({*self.overrides, *self.extra})
+
+    def edited(self, preset: PresetInfo) -> bool:
+        """Has `preset` edits (the current one's live edits, another's kept ones)?"""
+        if self.preset is not None and preset_key(preset) == preset_key(self.preset):
+            return bool(self.overrides or self.extra)
+        return preset_key(preset) in self.kept
+
+    def reset(self) -> list[str]:
+        """Drop the current preset's edits (its values and the tips come back); returns the keys dropped."""
+        dropped = sorted({*self.overrides, *self.extra})
         self.overrides.clear()
         self.extra.clear()
-        self.auto_values.clear()
+        if self.preset is not None:
+            self.kept.pop(preset_key(self.preset), None)
+        return dropped
 
     def preset_value(self, key: str) -> Any:
         if self.preset is None:
@@ -218,11 +245,20 @@ def model_reason(model: str) -> str:
         return ""
 
 
-def mode_reason(mode: str) -> str:
+def mode_reason(mode: str, lr: Any = None, lr_source: str = "") -> str:
+    """The mode's row of the spec, and why the lr row may differ from its typical LR: that figure is the
+    mode table's general one, the lr tip is the spec's value for this model family (or set by hand)."""
     row = tips.MODE_TABLE.get(mode)
     if not row:
         return ""
-    return f"{row['when']}; typical LR {row['typical_lr']}"
+    reason = f"{row['when']}; the mode table's typical LR is {row['typical_lr']}"
+    if lr is None:
+        return reason
+    if lr_source == "tip":
+        return reason + f"; lr {display_value(lr)} is the more specific tip for this model family, so it is used"
+    origin = {"flag": "your setting", "preset": "the preset", "config file": "the config file"}.get(lr_source,
+                                                                                                   "the default")
+    return reason + f"; lr {display_value(lr)} is {origin}"
 
 
 def explain(resolved: ResolvedConfig, vram_gib: Optional[float] | str = "detect",
@@ -245,13 +281,17 @@ def explain(resolved: ResolvedConfig, vram_gib: Optional[float] | str = "detect"
         if key == "model":
             reason = model_reason(str(value))
         elif key == "mode":
-            reason = mode_reason(str(value))
+            reason = mode_reason(str(value), cfg.lr, resolved.sources.get("lr", "default"))
         elif not reason and alt is not None and key in alt.reasons:
             tip_value = getattr(alt.config, key)
             if tip_value == value:
                 reason = f"= tip: {alt.reasons[key]}"
             else:
                 reason = f"tip would be {display_value(tip_value)}: {alt.reasons[key]}"
+        if key == "mixed_precision" and vram_gib != "detect":
+            from core.advice_table import precision_text
+
+            reason = f"{precision_text(bool(value), vram_gib is not None)}: {field_doc(key).split(chr(10))[0]}"
         if not reason and key == "early_stopping":
             reason = f"spec: stop if no improvement for {tips.EARLY_STOPPING_EXAMPLE} epochs (--early_stopping)"
         if not reason:
@@ -295,8 +335,8 @@ def save_current(resolved: ResolvedConfig, name: str, description: str = "",
     notes = "Saved from the medcls app"
     if base is not None:
         notes += f", based on preset '{base.name}'"
-        if base.notes:
-            notes += f". {base.notes}"
+        if base.notes.strip():
+            notes += f". {' '.join(base.notes.split()).rstrip('.')}"  # its own full stop, not "working.."
     notes += ". Keys not listed here come from the tips for this model, mode, dataset and GPU."
     return save_preset(values_to_save(resolved), path=target_path(name), name=preset_name(name),
                        description=description.strip(), notes=notes, group="custom")

@@ -21,6 +21,8 @@ from core.events import (
     TrainingWarning,
 )
 
+from .run_state import count
+
 
 def fmt(value: Optional[float], spec: str = ".4f") -> str:
     return "n/a" if value is None else format(value, spec)
@@ -114,7 +116,7 @@ class ConsoleReporter:
         if not e.run_dir:
             return  # failed before a run folder existed: the caller reports the error itself
         s = e.summary
-        self.line(f"{e.status}: {s.get('epochs_completed', 0)} epochs, best {s.get('monitor')} "
+        self.line(f"{e.status}: {count(int(s.get('epochs_completed') or 0), 'epoch')}, best {s.get('monitor')} "
                   f"{fmt(s.get('best_value'))} at epoch {s.get('best_epoch')}; run folder {e.run_dir}")
         if s.get("test_n"):
             self.line(test_line(s))

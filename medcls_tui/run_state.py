@@ -109,14 +109,30 @@ class RunState:
         """One metrics.jsonl record ({"event": name, ...})."""
         name = record.get("event")
         if name == "Step":
-            self._add_step(record.get("global_step", 0), record.get("loss"), record.get("lr"))
-            self.global_step = max(self.global_step, int(record.get("global_step", 0)))
+            self._on_step_record(record)
             self.version += 1
             return
         handler = getattr(self, f"_on_{name}", None)
         if handler is not None:
             handler(SimpleNamespace(**record))
             self.version += 1
+
+    def _on_step_record(self, record: dict) -> None:
+        """metrics.jsonl's every-`log_every`-steps record: the curve point, and where the run is (a run
+        followed from its folder shows its epoch and step before the first epoch ends)."""
+        global_step = int(record.get("global_step") or 0)
+        self._add_step(global_step, record.get("loss"), record.get("lr"))
+        self.global_step = max(self.global_step, global_step)
+        epoch = record.get("epoch")
+        if isinstance(epoch, int) and epoch > 0:
+            self.epoch = epoch
+            if self.steps_per_epoch:
+                self.step = max(0, min(self.steps_per_epoch, global_step - (epoch - 1) * self.steps_per_epoch))
+        self.loss, self.lr = _num(record.get("loss")), _num(record.get("lr"))
+        if isinstance(record.get("images_per_sec"), (int, float)):
+            self.images_per_sec = float(record["images_per_sec"])
+        if self.status in ("starting", "loading"):
+            self.status = "running"
 
     @classmethod
     def from_records(cls, records: Iterable[dict], summary: Optional[dict] = None) -> "RunState":
@@ -324,6 +340,11 @@ def downsample(xs: list, ys: list, max_points: int = MAX_POINTS) -> tuple[list, 
         out_x.append(sum(xs[lo:hi]) / (hi - lo))
         out_y.append(sum(vals) / len(vals))
     return out_x, out_y
+
+
+def count(n: int, noun: str) -> str:
+    """'1 epoch', '3 epochs', '0 runs': never '1 epochs' or 'epoch(s)'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def fmt_duration(seconds: Optional[float]) -> str:

@@ -32,7 +32,9 @@ picker shows settings and tips side by side and the live screen shows all charts
 Over SSH and in tmux: use a UTF-8 locale and a 256-colour `TERM` (`tmux-256color` or
 `screen-256color`); true colour and the mouse are not needed. `MEDCLS_TUI_HZ` sets the live
 screen's refresh rate (default 1/s, which keeps redraw traffic and CPU low), `MEDCLS_ASCII=1` draws
-ASCII borders and plot markers for terminals without box/braille glyphs. For multi-hour jobs,
+every glyph in ASCII (borders, bars, arrows, checkboxes, chart axes) for terminals without box/braille
+glyphs, and the three loss series as letters (`s` train/step, `e` train/epoch, `v` val). Quitting
+prints where the runs are (and how to resume the last one) in the shell. For multi-hour jobs,
 run `medcls train ...` inside tmux (the run keeps going if the connection drops) and open it
 from the Runs screen: a run without `summary.json` is followed live from its `metrics.jsonl`.
 
@@ -45,7 +47,9 @@ SECTIONS = [
      "the main settings of the highlighted preset, editable; and why each value is what it is: the "
      "value, where it came from (`[preset]`, `[tip]`, `[flag]` for your edits, `[default]`) and the "
      "tip's reason, citing its section of `docs/TIPS.md`. Every edit is checked by the engine's own config "
-     "validation; an invalid value shows the engine's message under the field. `ctrl+t` trains, "
+     "validation; an invalid value shows the engine's message under the field. Edits are kept per preset: "
+     "moving to another preset and back finds them again (the list marks such presets with `*`), `ctrl+r` "
+     "undoes them. `ctrl+t` trains, "
      "`ctrl+s` saves the settings as a preset YAML that `medcls train --preset FILE` accepts."),
     ("Picker with an invalid value", "picker_invalid",
      "Typing `-1` into LR: the engine's error, inline. Training refuses until it is fixed."),
@@ -64,7 +68,9 @@ SECTIONS = [
      "memory; one chart at a time at 80 columns (`1`-`4` or `v`: loss, monitored metric, learning "
      "rate, AUROC per class); the early-stopping indicator (monitored metric, best value and epoch, "
      "patience used/left) and the engine's overfitting/underfitting warnings as they appear."),
-    ("Live training, per-class AUROC", "training_classes", "View `4`: AUROC per class of the latest validation."),
+    ("Live training, per-class AUROC", "training_classes",
+     "View `4`: AUROC per class of the latest validation; NIH's 14 findings fit 80x24 in two columns (when "
+     "classes cannot fit, the title says how many rows are shown and that the panel scrolls)."),
     ("Live training on a wide terminal", "training_wide",
      "From 120 columns all charts and the per-class AUROC are shown together."),
     ("Quit while training", "quit",

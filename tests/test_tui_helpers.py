@@ -35,6 +35,8 @@ TINY_PRESET = {
     "run_name": "tiny-run",
 }
 SNAPSHOT_PRESETS = ("demo", "nih", "covidx", "low_budget", "quick_baseline")
+NIH_CLASSES = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+               "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")
 
 
 def write_preset(folder: Path, name: str = "tiny", **overrides) -> Path:
@@ -151,10 +153,10 @@ def screen_text(app) -> str:
 
 
 def scripted_events(run_dir: str = "runs/demo-run", epochs_done: int = 3, steps_per_epoch: int = 20,
-                    epochs: int = 10, multi_label: bool = False) -> list:
+                    epochs: int = 10, multi_label: bool = False, classes: list | None = None) -> list:
     """A deterministic run history (no torch): what the engine would emit mid-run."""
-    classes = ["Atelectasis", "Effusion", "Nodule", "Pneumonia", "Mass"] if multi_label else \
-        ["Normal", "Effusion", "Nodule", "Opacity"]
+    classes = list(classes) if classes else ["Atelectasis", "Effusion", "Nodule", "Pneumonia", "Mass"] \
+        if multi_label else ["Normal", "Effusion", "Nodule", "Opacity"]
     config = {"model": "resnet18", "mode": "full_finetune", "dataset": "synthetic", "epochs": epochs,
               "monitor": "val_auroc", "monitor_mode": "max", "early_stopping": 5, "lr": 1e-3}
     events: list = [RunStarted(run_dir=run_dir, run_name=Path(run_dir).name, config=config, classes=classes,
@@ -179,7 +181,7 @@ def scripted_events(run_dir: str = "runs/demo-run", epochs_done: int = 3, steps_
             break
         val_loss = 1.2 * math.exp(-epoch / 3) + 0.45 + (0.08 * (epoch - 2) if epoch > 2 else 0.0)
         auroc = {1: 0.71, 2: 0.78, 3: 0.775, 4: 0.77}.get(epoch, 0.77)
-        per = {c: round(auroc + 0.04 * (i - 2), 3) for i, c in enumerate(classes)}
+        per = {c: round(min(0.99, auroc + 0.04 * (i % 5 - 2)), 3) for i, c in enumerate(classes)}
         events.append(EpochDone(epoch=epoch, epochs=epochs, train_loss=1.4 * math.exp(-epoch * steps_per_epoch / 40) + 0.4,
                                 metrics={"val_loss": val_loss, "val_auroc": auroc, "val_auroc_per_class": per},
                                 lr=1e-3, elapsed_s=epoch * 10.0))

@@ -144,8 +144,14 @@ def test_form_overrides_only_what_the_user_changed():
     assert "augmentation" not in form.flags()
     form.set_choice("mode", "linear_probe")
     assert form.flags()["mode"] == "linear_probe"
-    form.choose(find_preset("nih"))
+    assert form.choose(find_preset("nih")) == []
     assert form.flags() == {}
+    assert form.edited(find_preset("demo")) and not form.edited(find_preset("nih"))
+    assert form.choose(find_preset("demo")) == ["epochs", "mode"]  # kept per preset, not thrown away
+    assert form.flags() == {"epochs": "3", "mode": "linear_probe"}
+    assert form.reset() == ["epochs", "mode"] and form.flags() == {}
+    form.choose(find_preset("nih"))
+    assert not form.edited(find_preset("demo"))  # reset edits are gone for good
 
 
 @pytest.mark.parametrize("key,text", [("lr", "-1"), ("epochs", "0"), ("batch_size", "big"), ("model", "nope_net")])

@@ -95,6 +95,33 @@ async def test_invalid_field_shows_the_engines_error_inline(tmp_path, size):
         assert app.current_resolved.config.lr == 0.01
 
 
+@pytest.mark.parametrize("size", SIZES)
+async def test_edits_are_kept_per_preset_and_ctrl_r_undoes_them(tmp_path, size):
+    app = make_app(tmp_path / "runs")
+    async with app.run_test(size=size) as pilot:
+        picker = await picker_ready(pilot)
+        plist = picker.query_one(PresetList)
+        lr = picker.query_one("#field-lr", Input)
+        lr.focus()
+        await pilot.press(*"0.02")
+        await picker_ready(pilot)
+        assert app.current_resolved.config.lr == 0.02
+        await pilot.press("escape")  # back to the preset list
+        await pilot.press("down")
+        other = plist.current.name
+        await picker_ready(pilot)
+        assert other != "demo" and lr.value == "" and app.current_resolved.config.lr != 0.02
+        assert " demo *" in screen_text(app)  # the list says which preset has edits
+        await pilot.press("up")
+        await picker_ready(pilot)
+        assert plist.current.name == "demo" and lr.value == "0.02"  # the edit is back
+        assert app.current_resolved.config.lr == 0.02 and app.current_resolved.sources["lr"] == "flag"
+        await pilot.press("ctrl+r")
+        await picker_ready(pilot)
+        assert lr.value == "" and app.current_resolved.sources["lr"] == "tip"
+        await wait_for(pilot, lambda: " demo *" not in screen_text(app), what="edit mark gone")
+
+
 async def test_select_field_edit_reaches_the_engine(tmp_path):
     app = make_app(tmp_path / "runs")
     async with app.run_test(size=(80, 24)) as pilot:

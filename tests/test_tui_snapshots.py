@@ -15,6 +15,7 @@ from medcls_tui.screens.run_detail import RunDetailScreen
 from medcls_tui.screens.runs import RunsScreen
 from medcls_tui.screens.training import TrainingScreen
 from test_tui_helpers import (
+    NIH_CLASSES,
     SNAPSHOT_PRESETS,
     gpu_hardware,
     make_app,
@@ -55,7 +56,11 @@ def test_snapshot_advisor(snap_compare, tmp_path):
 
 async def _live(pilot, view=None):
     await picker_ready(pilot)
-    show_scripted_run(pilot.app, scripted_events("runs/demo-run"))
+    if view == "4":  # per-class AUROC: NIH's 14 findings, the case that must fit 80x24
+        events = scripted_events("runs/demo-run", multi_label=True, classes=NIH_CLASSES)
+    else:
+        events = scripted_events("runs/demo-run")
+    show_scripted_run(pilot.app, events)
     await wait_for(pilot, lambda: isinstance(pilot.app.screen, TrainingScreen))
     await pilot.pause()
     if view:

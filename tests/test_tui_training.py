@@ -314,7 +314,7 @@ async def test_runs_screen_lists_opens_and_refuses_finished_resume(tmp_path):
         rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
         assert [r[0] for r in rows] == ["cut-run", "old-run"]  # newest first
         assert rows[0][1] == "interrupted" and rows[1][1] == "finished"  # killed: no live writer
-        assert "val_auroc 0.7800 @2" in rows[1][2]
+        assert rows[1][2] == "auroc 0.780 @2"
         await pilot.press("down")
         await pilot.press("e")  # finished: refused
         await pilot.pause()

@@ -16,9 +16,10 @@ from .. import advice as adv
 
 
 def advisor_text(hardware: Any, resolved: Any, table: Any, probe: Any, probe_state: str,
-                 stable: bool = False, bullet: str = "•") -> Text:
+                 stable: bool = False, bullet: str = "•", ascii: bool = False) -> Text:
     from core import tips
 
+    dot = "/" if ascii else "·"
     text = Text()
     text.append("Hardware", style="bold underline")
     if hardware is None:
@@ -29,15 +30,17 @@ def advisor_text(hardware: Any, resolved: Any, table: Any, probe: Any, probe_sta
         for gpu in gpus:
             text.append(f" {adv.gpu_line(gpu)}\n")
         if not gpus:
-            text.append(" no GPU — CPU training (mixed precision is off on CPU)\n", style="yellow")
+            text.append(f" no GPU {'-' if ascii else '—'} CPU training (mixed precision is off on CPU)\n",
+                        style="yellow")
         text.append(f" {adv.ram_line(hardware)}\n")
     if resolved is None:
         text.append("\nNo valid settings yet: fix them in the picker.\n", style="red")
         return text
     cfg = resolved.config
     text.append("\nBatch size", style="bold underline")
-    text.append(f"  for {cfg.model} · {cfg.mode} · {cfg.img_size} px · mixed precision "
-                f"{'on' if cfg.mixed_precision else 'off'}\n", style="dim")
+    precision = getattr(table, "precision", "") or \
+        f"mixed precision {'on' if cfg.mixed_precision else 'off'} on a GPU"
+    text.append(f"  for {cfg.model} {dot} {cfg.mode} {dot} {cfg.img_size} px {dot} {precision}\n", style="dim")
     if table is None:
         text.append(" (waiting for the hardware reading)\n", style="dim")
     else:

@@ -9,6 +9,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
+from ..run_state import count
+
 
 class ExtendRunScreen(ModalScreen[Optional[int]]):
     """Asks for how many more epochs; dismisses with that number (None = cancelled)."""
@@ -21,7 +23,7 @@ class ExtendRunScreen(ModalScreen[Optional[int]]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="extend-dialog", classes="dialog"):
-            yield Static(f"{self.run_name} finished after {self.epochs_done} epoch(s)", classes="dialog-title")
+            yield Static(f"{self.run_name} finished after {count(self.epochs_done, 'epoch')}", classes="dialog-title")
             yield Label("extend by how many epochs? (the LR schedule is re-planned for the new total)")
             yield Input(value=str(self.default_more), id="extend-epochs", compact=True, type="integer")
             yield Static("", id="extend-error", classes="field-error -shown")

@@ -52,6 +52,7 @@ class PickerScreen(Screen):
     BINDINGS = [
         Binding("ctrl+t", "train", "Train", priority=True),
         Binding("ctrl+s", "save_preset", "Save preset", priority=True),
+        Binding("ctrl+r", "reset_edits", "Undo edits", priority=True),
         Binding("a", "advisor", "Advisor"),
         Binding("r", "runs", "Runs"),
         Binding("w", "watch", "Watch run"),
@@ -106,9 +107,18 @@ class PickerScreen(Screen):
             self.choose(current)
 
     def choose(self, info) -> None:
-        self.form.choose(info)
+        """Show preset `info`: edits of the preset being left are kept, and `info`'s own come back."""
+        restored = self.form.choose(info)
         self.query_one(SettingsForm).show(self.form)
         self.request_resolution()
+        self.mark_edited()
+        if restored:
+            self.notify(f"your edits of {info.name} are back: {', '.join(restored)} (ctrl+r resets them)",
+                        title="edits kept", timeout=5)
+
+    def mark_edited(self) -> None:
+        self.query_one(PresetList).mark_edited(self.form.edited)
+        self.refresh_bindings()  # ctrl+r is live only while there are edits
 
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         plist = self.query_one(PresetList)
@@ -129,6 +139,7 @@ class PickerScreen(Screen):
         else:
             self.form.set_choice(event.key, event.value)
         self.request_resolution()
+        self.mark_edited()
 
     def on_settings_form_field_focused(self, event: SettingsForm.FieldFocused) -> None:
         if self.resolution is not None and self.resolution.error:
@@ -143,6 +154,7 @@ class PickerScreen(Screen):
             self.form.extra[key] = value
         self.query_one(SettingsForm).show(self.form)
         self.request_resolution()
+        self.mark_edited()
 
     # ------------------------------------------------------------------ resolution (engine, off the UI thread)
     def request_resolution(self) -> None:
@@ -265,6 +277,25 @@ class PickerScreen(Screen):
             self.notify(f"saved {path}", title="preset saved")
             self.reload_presets(str(path))
 
+    def action_reset_edits(self) -> None:
+        """Back to the preset's own values (and the tips) for the highlighted preset."""
+        dropped = self.form.reset()
+        if not dropped:
+            self.notify("no edits to reset: these are the preset's values")
+            return
+        self.query_one(PresetList).focus()  # a focused field would keep its typed text
+        self.query_one(SettingsForm).show(self.form)
+        self.request_resolution()
+        self.mark_edited()
+        self.notify(f"reset {', '.join(dropped)} to the preset's values", title="edits reset")
+
+    def check_action(self, action: str, parameters: tuple) -> Optional[bool]:
+        if action == "watch":
+            return self.app.session is not None
+        if action == "reset_edits":
+            return bool(self.form.overrides or self.form.extra) or None  # shown dimmed until there are edits
+        return True
+
     def action_advisor(self) -> None:
         self.app.show_advisor()
 
@@ -277,11 +308,13 @@ class PickerScreen(Screen):
     def action_focus_presets(self) -> None:
         self.query_one(PresetList).focus()
 
-    def check_action(self, action: str, parameters: tuple) -> Optional[bool]:
-        if action == "watch":
-            return self.app.session is not None
-        return True
-
     def refresh_view(self) -> None:
-        """Run updates while the picker is shown: the header's sub-title carries them."""
+        """Run updates while the picker is shown: the header's sub-title carries them; the status line
+        follows a run starting or ending (never "ready: ctrl+t trains" while one is active)."""
         self.refresh_bindings()
+        active = self.app.run_active
+        if active != getattr(self, "_run_was_active", None):
+            self._run_was_active = active
+            if self.start_failure is None and self.resolution is not None and self.resolution.trainable \
+                    and self.is_current:
+                self.show_ready()

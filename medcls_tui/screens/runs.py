@@ -9,7 +9,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from ..run_state import fmt_value
+from ..run_state import count
+from ..widgets.run_widgets import shorten
 
 RESUMABLE = ("stopped", "incomplete", "interrupted", "aborted", "failed")
 
@@ -21,6 +22,51 @@ def can_resume(status: str, has_checkpoint: bool) -> tuple[bool, str]:
     if not has_checkpoint:
         return False, "no checkpoints/last.pt to resume from (still running elsewhere, or stopped before epoch 1)"
     return True, ""
+
+
+HEADERS = ("run", "status", "best val", "ep", "model", "date")
+FLEXIBLE = (0, 4)
+"""Columns shortened (in the middle) when the table is wider than the screen: run name, model."""
+MIN_FLEX = (12, 10)
+
+
+def best_cell(monitor: Optional[str], value: Optional[float], epoch: Optional[int]) -> str:
+    """'auroc 0.780 @2': the monitor without its 'val_' (the column says val), 3 decimals, the epoch."""
+    if value is None:
+        return "-"
+    name = (monitor or "").removeprefix("val_")
+    try:
+        number = f"{float(value):.3f}"
+    except (TypeError, ValueError):
+        number = str(value)
+    return f"{name} {number} @{epoch}".strip()
+
+
+def short_date(date: str, this_year: str) -> str:
+    """'2026-12-01 11:00' -> '12-01 11:00' this year; other years keep the year and drop the time."""
+    if date.startswith(f"{this_year}-"):
+        return date[len(this_year) + 1:]
+    return date.split(" ")[0]
+
+
+def fit_widths(rows: list[tuple[str, ...]], width: int) -> list[int]:
+    """Column widths that fit `width` terminal columns (cell padding and a scrollbar included):
+    fixed columns keep their text; the model keeps up to 16 characters and the run name gets the rest
+    (each cut at worst to MIN_FLEX), so a model name is never reduced to 'resne'."""
+    natural = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(HEADERS)]
+    avail = width - 2 * len(HEADERS) - 2
+    fixed = sum(w for i, w in enumerate(natural) if i not in FLEXIBLE)
+    room = avail - fixed
+    name_nat, model_nat = natural[0], natural[4]
+    if name_nat + model_nat <= room:
+        return natural
+    model_w = max(MIN_FLEX[1], min(model_nat, 16, room - MIN_FLEX[0]))  # most timm names fit 16
+    name_w = max(MIN_FLEX[0], room - model_w)
+    if name_w > name_nat:
+        name_w, model_w = name_nat, min(model_nat, room - name_nat)
+    widths = list(natural)
+    widths[0], widths[4] = name_w, model_w
+    return widths
 
 
 class RunsScreen(Screen):
@@ -46,35 +92,57 @@ class RunsScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("run", "status", "best", "ep", "model", "date")
+        table.add_columns(*HEADERS)
         self.load()
         table.focus()
 
     def load(self) -> None:
+        import time
+
         from core.runs import list_runs
 
         stable = self.app.settings.stable
         folder = self.app.output_dir
         table = self.query_one(DataTable)
-        table.clear()
-        self.runs = {}
         found = list_runs(folder)
-        live = self.app.session.state.run_dir if self.app.session is not None else ""
+        this_year = time.strftime("%Y")
+        rows: list[tuple[str, ...]] = []
         for info in found:
-            key = str(info.path)
-            self.runs[key] = info
             status = info.status
-            if live and Path(live) == info.path and self.app.run_active:
+            if self.is_live(info.path):
                 status = "live"
-            best = (f"{info.monitor} {fmt_value(info.best_value)} @{info.best_epoch}"
-                    if info.best_value is not None else "-")
-            table.add_row(info.name, status, best, str(info.epochs_completed), info.model or "-",
-                          "--" if stable else info.date, key=key)
+            rows.append((info.name, status.replace("_", " "), best_cell(info.monitor, info.best_value, info.best_epoch),
+                         str(info.epochs_completed), info.model or "-",
+                         "--" if stable else short_date(info.date, this_year)))
+        self._rows = rows
+        self._keys = [str(info.path) for info in found]
+        self.runs = dict(zip(self._keys, found))
+        self._fill(table)
         where = "the output folder" if stable else folder
-        self.query_one("#runs-title", Static).update(f" {len(found)} run(s) in {where}")
-        hint = ("enter: curves   e: resume a run, or extend a finished one   g: refresh"
+        self.query_one("#runs-title", Static).update(f" {count(len(found), 'run')} in {where}")
+        hint = ("enter: curves  e: resume, or extend a finished run  t: evaluation  g: refresh"
                 if found else f"No runs yet in {where}. Train one from the picker (ctrl+t).")
         self.query_one("#runs-hint", Static).update(hint)
+
+    def _fill(self, table: DataTable) -> None:
+        """The rows, shortened to the table's width (the run name and model in the middle)."""
+        ascii = self.app.settings.ascii
+        width = self.size.width or self.app.size.width
+        widths = fit_widths(self._rows, width)
+        self._fitted_width = width
+        cursor = table.cursor_row
+        table.clear(columns=True)
+        for header, w in zip(HEADERS, widths):
+            table.add_column(header, width=w)
+        for key, row in zip(self._keys, self._rows):
+            cells = [shorten(c, widths[i], ascii) if i in FLEXIBLE else c for i, c in enumerate(row)]
+            table.add_row(*cells, key=key)
+        if self._rows:
+            table.move_cursor(row=min(cursor, len(self._rows) - 1))
+
+    def on_resize(self) -> None:
+        if getattr(self, "_rows", None) is not None and self.size.width != getattr(self, "_fitted_width", None):
+            self._fill(self.query_one(DataTable))
 
     def selected(self) -> Optional[object]:
         table = self.query_one(DataTable)
@@ -91,8 +159,18 @@ class RunsScreen(Screen):
         from .run_detail import RunDetailScreen
 
         info = self.selected()
-        if info is not None:
-            self.app.push_screen(RunDetailScreen(info.path))
+        if info is None:
+            return
+        if self.is_live(info.path):  # this app's own run: its live screen, not a replay of metrics.jsonl
+            self.app.show_training()
+            return
+        self.app.push_screen(RunDetailScreen(info.path))
+
+    def is_live(self, path: Path) -> bool:
+        session = self.app.session
+        if session is None or not self.app.run_active or not session.state.run_dir:
+            return False
+        return Path(session.state.run_dir).resolve() == Path(path).resolve()
 
     def action_evaluation(self) -> None:
         from .evaluation import EvaluationScreen

@@ -85,7 +85,10 @@ class TrainingScreen(Screen):
             result = self.query_one("#run-result", Static)
         except NoMatches:  # being removed (screen popped between two timer ticks)
             return
-        dashboard.show(state, stable=settings.stable, ascii=settings.ascii, force=force)
+        try:
+            dashboard.show(state, stable=settings.stable, ascii=settings.ascii, force=force)
+        except NoMatches:  # its widgets are being removed: the screen is being popped
+            return
         text = result_text(state, settings.stable)
         if getattr(result, "_medcls_last", None) != text:
             result._medcls_last = text
@@ -98,7 +101,7 @@ class TrainingScreen(Screen):
 
     def check_action(self, action: str, parameters: tuple) -> Optional[bool]:
         if action in ("toggle_pause", "stop", "checkpoint"):
-            return True if self.app.run_active else None
+            return self.app.run_active  # an ended run has nothing to pause, stop or save: not in the footer
         return True
 
     def action_toggle_pause(self) -> None:

@@ -19,20 +19,34 @@ class PresetList(OptionList):
         super().__init__(**kwargs)
         self.presets: dict[str, PresetInfo] = {}
 
+    def label(self, info: PresetInfo, edited: bool = False) -> Text:
+        label = Text(f" {info.name}")
+        if not info.builtin:
+            label.append(" (user)", style="italic")
+        if edited:
+            label.append(" *", style="bold yellow")  # edits kept for this preset
+        return label
+
+    def mark_edited(self, is_edited) -> None:
+        """Mark every preset with edits (`is_edited(info)`) with a '*'."""
+        for key, info in self.presets.items():
+            edited = bool(is_edited(info))
+            if getattr(self, "_edited", {}).get(key) != edited:
+                self._edited = {**getattr(self, "_edited", {}), key: edited}
+                self.replace_option_prompt(key, self.label(info, edited))
+
     def load(self, presets: list[PresetInfo], select: Optional[str] = None) -> None:
         """Fill the list; highlight `select` (a preset key or name) or the first preset."""
         self.clear_options()
         self.presets = {}
+        self._edited: dict[str, bool] = {}
         options: list = []
         for group, infos in group_presets(presets):
             options.append(Option(Text(GROUP_TITLES.get(group, group), style="bold"), disabled=True))
             for info in infos:
                 key = preset_key(info)
                 self.presets[key] = info
-                label = Text(f" {info.name}")
-                if not info.builtin:
-                    label.append(" (user)", style="italic")
-                options.append(Option(label, id=key))
+                options.append(Option(self.label(info), id=key))
         self.add_options(options)
         target = None
         if select is not None:
