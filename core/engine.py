@@ -36,6 +36,7 @@ from .events import (
     RunStarted,
     StatusChanged,
     StepDone,
+    SystemStats,
     TrainingWarning,
 )
 from .hardware import pick_device
@@ -49,6 +50,7 @@ from .monitor import TrainingMonitor
 from .precision import autocast_dtype
 from .pretrained import ensure_hub_weights, weights_note
 from .schedule import apply_lr, lr_factor
+from .sysmon import SystemMonitor
 from .transforms import build_train_transform
 
 FaultHook = Callable[[int, int], None]
@@ -117,7 +119,8 @@ class Trainer:
     # ------------------------------------------------------------------ events
     def emit(self, event: Event) -> None:
         self.on_event(event)
-        if self.run_dir is not None and isinstance(event, (EpochDone, EarlyStopState, TrainingWarning,
+        # live SystemStats samples go to self.on_event directly; the per-epoch one comes through here
+        if self.run_dir is not None and isinstance(event, (EpochDone, EarlyStopState, TrainingWarning, SystemStats,
                                                            CheckpointSaved, RunStarted, RunFinished)):
             self._log(event.to_dict())
 
@@ -616,6 +619,8 @@ class Trainer:
                     self.emit(RunFinished(status=self.status, run_dir=str(self.run_dir or ""), summary=summary,
                                           error=error))
             finally:
+                if getattr(self, "sysmon", None) is not None:
+                    self.sysmon.close()
                 self._release_lock()
                 self.control.finished.set()
         if failure is not None and self.run_dir is None:
@@ -638,8 +643,10 @@ class Trainer:
         images_done = 0
         session_first_step = self.pos.global_step
         t_loop = time.time()
+        sysmon = self.sysmon = SystemMonitor(self.device)
         while self.pos.epoch < cfg.epochs:
             epoch = self.pos.epoch
+            sysmon.begin_epoch()
             self.train_ds.epoch = epoch
             batches = epoch_batches(len(self.train_ds), self.batch_size, cfg.seed, epoch, True, self._drop_last())
             batches = batches[: self.steps_per_epoch * cfg.grad_accum_steps]
@@ -651,7 +658,7 @@ class Trainer:
             else:
                 source = iter(make_loader(self.train_ds, remaining, self.num_workers, self.device.type == "cuda"))
             group: list = []
-            for batch in source:
+            for batch in sysmon.timed(source):
                 group.append(batch)
                 if len(group) < cfg.grad_accum_steps and self.pos.step_in_epoch * cfg.grad_accum_steps + len(group) < len(batches):
                     continue
@@ -677,6 +684,9 @@ class Trainer:
                                    global_step=self.pos.global_step, total_steps=self.total_steps, loss=loss, lr=lr,
                                    images_per_sec=ips, elapsed_s=time.time() - start, eta_s=steps_left * step_time,
                                    gpu_mem_gib=self._gpu_mem_gib()))
+                sample = sysmon.step_done(epoch + 1)
+                if sample is not None:
+                    self.on_event(sample)
                 if self.pos.global_step % cfg.log_every == 0:
                     self._log({"event": "Step", "epoch": epoch + 1, "global_step": self.pos.global_step,
                                "loss": loss, "lr": lr, "images_per_sec": ips, "step_time_s": time.time() - t0})
@@ -690,6 +700,7 @@ class Trainer:
                     return
                 if self.pos.step_in_epoch >= self.steps_per_epoch:
                     break
+            self.emit(sysmon.epoch_done(epoch + 1))
             if self._end_epoch(epoch, start, cached_val):
                 return
         self.status = "finished" if self.status == "running" else self.status
