@@ -185,6 +185,8 @@ class TrainConfig(BaseModel):
     """Cap on optimizer steps per epoch (quick experiments, tests, benchmarks)."""
     log_every: int = 10
     """Steps between metrics.jsonl step records."""
+    tensorboard: bool = False
+    """Also write TensorBoard scalars and hyper-parameters to <run>/tensorboard (needs the tensorboard extra)."""
     checkpoint_every: Optional[int] = None
     """Also write last.pt every N optimizer steps, so a kill loses at most N steps (default: time-based)."""
     checkpoint_minutes: float = 10.0

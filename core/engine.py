@@ -140,6 +140,10 @@ class Trainer:
 
         random.seed(cfg.seed)
         self.device = pick_device(cfg.device)
+        if cfg.tensorboard:  # a subscriber to the events, checked before any slow set-up
+            from .tensorboard_log import with_tensorboard
+
+            self.on_event = with_tensorboard(self.on_event)
         self.timm_name = resolve_model_name(cfg.model)
         self.family = model_family(self.timm_name)
         # A resume restores every weight from last.pt: no hub weights needed (or downloaded) for it.
