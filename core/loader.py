@@ -95,11 +95,12 @@ def make_loader(dataset: TableDataset, batches, num_workers: int, pin_memory: bo
 
 def close_loader(loader: Optional[DataLoader]) -> None:
     """Stop a persistent loader's worker processes now (not whenever the loader is collected)."""
-    iterator = getattr(loader, "_iterator", None)
+    if not isinstance(loader, DataLoader):
+        return
+    iterator = loader._iterator
     if iterator is not None and hasattr(iterator, "_shutdown_workers"):
         iterator._shutdown_workers()
-    if loader is not None:
-        loader._iterator = None
+    loader._iterator = None
 
 
 class Normalizer:
