@@ -89,7 +89,8 @@ class TrainConfig(BaseModel):
     """Linear probe without augmentation: run the frozen backbone once and keep its features on disk
     (keyed by model, weights, data and size) for the next epochs and later runs; off runs it every epoch."""
     num_workers: Optional[int] = None
-    """DataLoader worker processes; default 0 for in-memory data, else up to 8."""
+    """DataLoader worker processes (kept across epochs); default: usable cores - 1, at most 8; 0 for in-memory
+    pixels without per-image augmentation or on the CPU."""
 
     # --- optimisation ---
     epochs: Optional[int] = None
