@@ -42,7 +42,8 @@ def flags(args, out: Path) -> dict:
     n_train_needed = args.batch * args.steps
     return {
         "dataset": "synthetic", "synthetic_size": int(n_train_needed / 0.7) + 2 * args.batch,
-        "model": args.model, "img_size": args.img_size, "mode": "full_finetune", "drop_path_rate": args.drop_path,
+        "model": args.model, "pretrained": False, "img_size": args.img_size, "mode": "full_finetune",
+        "drop_path_rate": args.drop_path,
         "epochs": 1, "max_steps_per_epoch": args.steps, "batch_size": args.batch, "grad_accum_steps": 1,
         "lr": 1e-3, "weight_decay": 1e-4, "warmup_epochs": 0.0, "augmentation": "none",
         "num_workers": 0, "device": args.device, "mixed_precision": args.amp, "log_every": 1000,

@@ -99,7 +99,8 @@ class TrainConfig(BaseModel):
     """Linear probe without augmentation: run the frozen backbone once and keep its features on disk
     (keyed by model, weights, data and size) for the next epochs and later runs; off runs it every epoch."""
     num_workers: Optional[int] = None
-    """DataLoader worker processes; default 0 for in-memory data, else up to 8."""
+    """DataLoader worker processes (kept across epochs); default: usable cores - 1, at most 8; 0 for in-memory
+    pixels without per-image augmentation or on the CPU."""
 
     # --- optimisation ---
     epochs: Optional[int] = None
@@ -195,6 +196,8 @@ class TrainConfig(BaseModel):
     """Cap on optimizer steps per epoch (quick experiments, tests, benchmarks)."""
     log_every: int = 10
     """Steps between metrics.jsonl step records."""
+    tensorboard: bool = False
+    """Also write TensorBoard scalars and hyper-parameters to <run>/tensorboard (needs the tensorboard extra)."""
     checkpoint_every: Optional[int] = None
     """Also write last.pt every N optimizer steps, so a kill loses at most N steps (default: time-based)."""
     checkpoint_minutes: float = 10.0

@@ -36,11 +36,12 @@ from .events import (
     RunStarted,
     StatusChanged,
     StepDone,
+    SystemStats,
     TrainingWarning,
 )
-from .hardware import pick_device
+from .hardware import pick_device, usable_cores
 from .runlock import RunLock
-from .loader import Normalizer, TableDataset, epoch_batches, make_loader
+from .loader import EpochBatchSampler, Normalizer, TableDataset, close_loader, epoch_batches, make_loader
 from .losses import build_loss
 from .metrics import batch_correct, classification_metrics, unscorable_classes
 from .models import (build_model, build_optimizer, check_pretrained_path, model_family, resolve_model_name,
@@ -49,6 +50,7 @@ from .monitor import TrainingMonitor
 from .precision import autocast_dtype
 from .pretrained import ensure_hub_weights, weights_note
 from .schedule import apply_lr, lr_factor
+from .sysmon import SystemMonitor
 from .transforms import build_train_transform
 
 FaultHook = Callable[[int, int], None]
@@ -111,13 +113,16 @@ class Trainer:
         self._lock: Optional[RunLock] = None
         """Held while this trainer may write the run folder (one writer per run)."""
         self._last_checkpoint_time = time.monotonic()
+        self._train_loader = self._val_loader = None
+        """One loader each for the run: persistent workers serve every epoch (closed when fit() ends)."""
         self._started = time.time()
         """Found while setting up, before the run folder exists; logged with the config warnings."""
 
     # ------------------------------------------------------------------ events
     def emit(self, event: Event) -> None:
         self.on_event(event)
-        if self.run_dir is not None and isinstance(event, (EpochDone, EarlyStopState, TrainingWarning,
+        # live SystemStats samples go to self.on_event directly; the per-epoch one comes through here
+        if self.run_dir is not None and isinstance(event, (EpochDone, EarlyStopState, TrainingWarning, SystemStats,
                                                            CheckpointSaved, RunStarted, RunFinished)):
             self._log(event.to_dict())
 
@@ -137,6 +142,10 @@ class Trainer:
 
         random.seed(cfg.seed)
         self.device = pick_device(cfg.device)
+        if cfg.tensorboard:  # a subscriber to the events, checked before any slow set-up
+            from .tensorboard_log import with_tensorboard
+
+            self.on_event = with_tensorboard(self.on_event)
         self.timm_name = resolve_model_name(cfg.model)
         self.family = model_family(self.timm_name)
         # A resume restores every weight from last.pt: no hub weights needed (or downloaded) for it.
@@ -234,11 +243,14 @@ class Trainer:
         return monitor, mode
 
     def _default_workers(self) -> int:
+        """Loader processes: none when the pixels are already in an array (the synthetic set, the memmap
+        cache) and either nothing is computed per image or the CPU trains (workers would take its cores);
+        else one per usable core but one (left to the loop), at most 8."""
         from .data.base import in_memory
 
-        if in_memory(self.bundle.train):
-            return 0  # already in memory: worker processes would only add start-up time
-        return max(0, min(8, (os.cpu_count() or 2) - 1))
+        if in_memory(self.bundle.train) and (self.transform is None or self.device.type != "cuda"):
+            return 0
+        return max(0, min(8, usable_cores() - 1))
 
     def _drop_last(self) -> bool:
         # BatchNorm cannot train on a batch of one; drop a ragged last batch when the split is large enough.
@@ -507,8 +519,7 @@ class Trainer:
             feats, targets = cached
             batches = [(feats[i:i + 1024], targets[i:i + 1024]) for i in range(0, len(feats), 1024)]
         else:
-            idx = epoch_batches(len(dataset), self.batch_size, 0, 0, shuffle=False, drop_last=False)
-            batches = ((x, y) for x, y, _ in make_loader(dataset, idx, self.num_workers, self.device.type == "cuda"))
+            batches = ((x, y) for x, y, _ in self._eval_loader(dataset))
         forward = self.model.head if cached is not None else (lambda images: self.model(self.normalize(images)))
         for x, y in batches:
             logits = self._forward_split_on_oom(forward, x)
@@ -523,6 +534,18 @@ class Trainer:
         metrics["val_loss"] = loss_sum / max(1, n)
         self.model.train()
         return metrics
+
+    def _eval_loader(self, dataset: TableDataset):
+        """The val split's loader is kept for the run (persistent workers); other splits get a one-pass one."""
+        if dataset is self.val_ds and self._val_loader is not None:
+            return self._val_loader
+        idx = epoch_batches(len(dataset), self.batch_size, 0, 0, shuffle=False, drop_last=False)
+        keep = dataset is self.val_ds
+        loader = make_loader(dataset, EpochBatchSampler(0, idx) if keep else idx, self.num_workers,
+                             self.device.type == "cuda", persistent=keep)
+        if keep:
+            self._val_loader = loader
+        return loader
 
     @torch.no_grad()
     def _extract_features(self, dataset: TableDataset, desc: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -616,6 +639,11 @@ class Trainer:
                     self.emit(RunFinished(status=self.status, run_dir=str(self.run_dir or ""), summary=summary,
                                           error=error))
             finally:
+                if getattr(self, "sysmon", None) is not None:
+                    self.sysmon.close()
+                for loader in (self._train_loader, self._val_loader):
+                    close_loader(loader)
+                self._train_loader = self._val_loader = None
                 self._release_lock()
                 self.control.finished.set()
         if failure is not None and self.run_dir is None:
@@ -638,8 +666,14 @@ class Trainer:
         images_done = 0
         session_first_step = self.pos.global_step
         t_loop = time.time()
+        sysmon = self.sysmon = SystemMonitor(self.device)
+        train_sampler = EpochBatchSampler()
+        if cached_train is None:
+            self._train_loader = make_loader(self.train_ds, train_sampler, self.num_workers,
+                                             self.device.type == "cuda", persistent=True)
         while self.pos.epoch < cfg.epochs:
             epoch = self.pos.epoch
+            sysmon.begin_epoch()
             self.train_ds.epoch = epoch
             batches = epoch_batches(len(self.train_ds), self.batch_size, cfg.seed, epoch, True, self._drop_last())
             batches = batches[: self.steps_per_epoch * cfg.grad_accum_steps]
@@ -649,9 +683,10 @@ class Trainer:
                 f, t, d = cached_train
                 source = ((f[b], t[b], d[torch.as_tensor(b)]) for b in remaining)
             else:
-                source = iter(make_loader(self.train_ds, remaining, self.num_workers, self.device.type == "cuda"))
+                train_sampler.set_epoch(epoch, remaining)
+                source = iter(self._train_loader)
             group: list = []
-            for batch in source:
+            for batch in sysmon.timed(source):
                 group.append(batch)
                 if len(group) < cfg.grad_accum_steps and self.pos.step_in_epoch * cfg.grad_accum_steps + len(group) < len(batches):
                     continue
@@ -677,6 +712,9 @@ class Trainer:
                                    global_step=self.pos.global_step, total_steps=self.total_steps, loss=loss, lr=lr,
                                    images_per_sec=ips, elapsed_s=time.time() - start, eta_s=steps_left * step_time,
                                    gpu_mem_gib=self._gpu_mem_gib()))
+                sample = sysmon.step_done(epoch + 1)
+                if sample is not None:
+                    self.on_event(sample)
                 if self.pos.global_step % cfg.log_every == 0:
                     self._log({"event": "Step", "epoch": epoch + 1, "global_step": self.pos.global_step,
                                "loss": loss, "lr": lr, "images_per_sec": ips, "step_time_s": time.time() - t0})
@@ -690,6 +728,7 @@ class Trainer:
                     return
                 if self.pos.step_in_epoch >= self.steps_per_epoch:
                     break
+            self.emit(sysmon.epoch_done(epoch + 1))
             if self._end_epoch(epoch, start, cached_val):
                 return
         self.status = "finished" if self.status == "running" else self.status

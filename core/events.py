@@ -113,6 +113,35 @@ class StatusChanged(Event):
 
 
 @dataclass(frozen=True)
+class SystemStats(Event):
+    """The machine as the run uses it (core/sysmon.py): a live sample every ~1.5 s (scope "live",
+    not logged) and one per epoch over its training steps (scope "epoch", in metrics.jsonl)."""
+
+    epoch: int
+    scope: str
+    """live or epoch."""
+    steps: int
+    """Optimizer steps the figures cover."""
+    cpu_pct: Optional[float]
+    """CPU of this process and its loader workers, 100 = one core."""
+    rss_gib: Optional[float]
+    """Resident memory of this process."""
+    gpu_util_pct: Optional[float]
+    """NVML utilisation of the training GPU (epoch: mean of the samples); None off the GPU."""
+    gpu_mem_used_gib: Optional[float]
+    """NVML memory in use on the card (all processes; epoch: peak of the samples)."""
+    gpu_mem_total_gib: Optional[float]
+    loader_wait_s: float
+    """Host time per step spent waiting for the next batch."""
+    step_s: float
+    """Host time per step (loader wait + compute)."""
+    loader_wait_frac: float
+    starved: bool
+    """Loader wait above half the step time: more --num_workers or a cache would speed it up."""
+    on_gpu: bool = False
+
+
+@dataclass(frozen=True)
 class RunFinished(Event):
     status: str
     """finished, early_stopped, stopped, failed, diverged (non-finite steps or a loss explosion)."""

@@ -23,6 +23,16 @@ def pick_device(requested: str = "auto") -> "torch.device":
     return torch.device(requested)
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (a container's or taskset's share, not the host's count)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 CARD_SIZES_GB = (4, 6, 8, 10, 11, 12, 16, 20, 24, 32, 40, 48, 64, 80, 94, 96, 128, 141, 180, 192)
 """Marketed GPU memory sizes: the spec's batch table is written in these."""
 

@@ -2,7 +2,10 @@
 deterministic epoch order with a resume offset, and uint8 -> normalised float on the device.
 
 Augmentation is seeded by (seed, epoch, index), so the same sample gets the same pixels whether
-or not the run was interrupted, and whatever the number of loader workers.
+or not the run was interrupted, and whatever the number of loader workers. A run keeps one
+training DataLoader with persistent workers: its EpochBatchSampler is given each epoch's batches
+and hands the workers (epoch, index) pairs, since their copies of the dataset never see a later
+`dataset.epoch`.
 """
 from __future__ import annotations
 
@@ -27,11 +30,13 @@ class TableDataset(Dataset):
     def __len__(self) -> int:
         return len(self.table)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index):
+        """`index`, or `(epoch, index)` from an EpochBatchSampler (the epoch seeds the augmentation)."""
+        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
         img = torch.from_numpy(np.ascontiguousarray(self.table.image(index)))[None]  # 1xHxW uint8
         if self.transform is not None:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+                torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
                 img = self.transform(img)
         target = self.table.targets[index]
         target = torch.as_tensor(target, dtype=torch.float32 if self.multi_label_targets else torch.int64)
@@ -57,12 +62,45 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def make_loader(dataset: TableDataset, batches: list[list[int]], num_workers: int, pin_memory: bool) -> DataLoader:
+class EpochBatchSampler:
+    """Batch sampler of a loader that lives for the whole run: `set_epoch(epoch, batches)` before each
+    pass (the seeded order from epoch_batches, minus what a resumed epoch already did); yields the
+    batches as (epoch, index) pairs."""
+
+    def __init__(self, epoch: int = 0, batches: Optional[list[list[int]]] = None):
+        self.set_epoch(epoch, batches or [])
+
+    def set_epoch(self, epoch: int, batches: list[list[int]]) -> None:
+        self.epoch, self.batches = epoch, [list(b) for b in batches]
+
+    def __iter__(self):
+        epoch = self.epoch
+        for batch in self.batches:
+            yield [(epoch, i) for i in batch]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def make_loader(dataset: TableDataset, batches, num_workers: int, pin_memory: bool,
+                persistent: bool = False) -> DataLoader:
+    """`batches`: a list of index lists (one pass) or an EpochBatchSampler (`persistent`: workers are
+    started once and serve every epoch; release them with close_loader)."""
     # An explicit generator keeps the DataLoader from drawing on the global RNG (exact resume).
     return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=pin_memory,
                       generator=torch.Generator().manual_seed(0),
                       worker_init_fn=ignore_stop_signals if num_workers else None,
-                      persistent_workers=False)
+                      persistent_workers=persistent and num_workers > 0)
+
+
+def close_loader(loader: Optional[DataLoader]) -> None:
+    """Stop a persistent loader's worker processes now (not whenever the loader is collected)."""
+    if not isinstance(loader, DataLoader):
+        return
+    iterator = loader._iterator
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+    loader._iterator = None
 
 
 class Normalizer:

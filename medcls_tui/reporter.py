@@ -18,6 +18,7 @@ from core.events import (
     RunStarted,
     StatusChanged,
     StepDone,
+    SystemStats,
     TrainingWarning,
 )
 
@@ -94,6 +95,10 @@ class ConsoleReporter:
         self.line(f"epoch {e.epoch}/{e.epochs} train_loss {e.train_loss:.4f} val_loss {fmt(m.get('val_loss'))} "
                   f"val_auroc {fmt(m.get('val_auroc'))}{acc} lr {e.lr:.3g} ({e.elapsed_s:.0f}s)")
 
+    def on_SystemStats(self, e: SystemStats) -> None:
+        if e.scope == "epoch" and not self.quiet:
+            self.line(f"epoch {e.epoch} system: {system_summary(e)}")
+
     def on_EarlyStopState(self, e: EarlyStopState) -> None:
         best = f"best {fmt(e.best_value)} @ epoch {e.best_epoch}"
         patience = f", patience {e.wait}/{e.patience}" if e.patience else ""
@@ -132,3 +137,17 @@ def test_line(s: dict) -> str:
     return (f"test split ({s.get('test_n')} images, best checkpoint): AUROC {auroc}{acc}, sensitivity "
             f"{fmt(s.get('test_sensitivity'), '.3f')}, specificity {fmt(s.get('test_specificity'), '.3f')} "
             f"at {s.get('test_thresholds')} thresholds; details in eval_test.md")
+
+
+def system_summary(e: SystemStats) -> str:
+    """An epoch's machine use in words: GPU busy or starved, CPU, memory, loader wait."""
+    parts = []
+    if e.gpu_util_pct is not None:
+        parts.append(f"GPU {e.gpu_util_pct:.0f}% busy, {fmt(e.gpu_mem_used_gib, '.1f')}/"
+                     f"{fmt(e.gpu_mem_total_gib, '.1f')} GiB")
+    parts.append(f"CPU {fmt(e.cpu_pct, '.0f')}%, RSS {fmt(e.rss_gib, '.1f')} GiB")
+    parts.append(f"loader wait {100 * e.loader_wait_frac:.0f}% of {1000 * e.step_s:.0f} ms/step")
+    text = ", ".join(parts)
+    if e.starved:
+        text += (" (GPU starved: " if e.on_gpu else " (input-bound: ") + "raise --num_workers or cache the data)"
+    return text

@@ -64,6 +64,8 @@ class RunState:
     eta_s: Optional[float] = None
     gpu_mem_gib: Optional[float] = None
     data_progress: Optional[tuple[int, int, str]] = None
+    system: Optional[Any] = None
+    """Latest SystemStats (live sample or epoch record): GPU/CPU use and loader wait."""
 
     step_x: list = field(default_factory=list)
     step_loss: list = field(default_factory=list)
@@ -221,6 +223,9 @@ class RunState:
         self.monitor_value, self.best_value, self.best_epoch = e.value, e.best_value, e.best_epoch
         self.patience, self.wait = int(e.patience), int(e.wait)
         self.should_stop, self.stop_reason = bool(e.should_stop), str(getattr(e, "reason", "") or "")
+
+    def _on_SystemStats(self, e) -> None:
+        self.system = e
 
     def _on_TrainingWarning(self, e) -> None:
         self.warnings.append(WarningRecord(kind=e.kind, message=e.message, epoch=getattr(e, "epoch", None)))

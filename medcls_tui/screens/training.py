@@ -12,6 +12,7 @@ from textual.widgets import Footer, Header, Static
 
 from ..run_state import RunState
 from ..widgets.run_dashboard import VIEWS, RunDashboard
+from ..widgets.system_monitor import SystemMonitorBar
 
 
 def result_text(state: RunState, stable: bool) -> Text:
@@ -58,6 +59,7 @@ class TrainingScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield RunDashboard(id="dashboard")
+        yield SystemMonitorBar(id="system-monitor")
         yield Static(id="run-result")
         yield Footer()
 
@@ -83,10 +85,12 @@ class TrainingScreen(Screen):
         try:
             dashboard = self.query_one(RunDashboard)
             result = self.query_one("#run-result", Static)
+            system = self.query_one(SystemMonitorBar)
         except NoMatches:  # being removed (screen popped between two timer ticks)
             return
         try:
             dashboard.show(state, stable=settings.stable, ascii=settings.ascii, force=force)
+            system.show(state)
         except NoMatches:  # its widgets are being removed: the screen is being popped
             return
         text = result_text(state, settings.stable)
