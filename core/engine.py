@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 import traceback
 from dataclasses import dataclass
