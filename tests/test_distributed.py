@@ -1,0 +1,238 @@
+"""Several processes, one run (issue 18): torchrun / `medcls train --gpus N`, on CPU with gloo.
+
+Fast here: the sharding of the seeded epoch order, the launch command, --print-config, signals, and
+one real 2-process gloo job scoring the val split through the engine (gathered AUROC == one process).
+Marked `processes` (minutes on 2 shared cores; `.ci/run` runs them): real `medcls train --gpus 2
+--device cpu` jobs: same loss trajectory as one process with the global batch, one run folder and
+checkpoint, the app following the run, a kill then `--retrain` landing at the same step.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import REPO, TINY
+
+from core.distributed import shard_batches, shard_bounds, shard_sizes
+from core.loader import epoch_batches
+
+runner = CliRunner()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- the seeded epoch order, sharded
+def test_ranks_split_each_global_batch_of_the_same_permutation():
+    """Rank r's batches are the r-th slice of every global batch: together, in rank order, exactly the
+    batches one process with the global batch takes, so a position (optimizer step) means the same sample
+    on every rank and in a plain run."""
+    world, per_rank = 3, 4
+    global_batches = epoch_batches(50, per_rank * world, seed=7, epoch=2, shuffle=True, drop_last=True)
+    shards = [shard_batches(global_batches, r, world) for r in range(world)]
+    assert all(len(s) == len(global_batches) for s in shards)
+    for step, batch in enumerate(global_batches):
+        assert sum((shards[r][step] for r in range(world)), []) == batch
+        assert all(len(shards[r][step]) == per_rank for r in range(world))
+    assert shard_batches(global_batches, 0, 1) == global_batches
+
+
+def test_a_ragged_or_tiny_global_batch_still_gives_every_rank_samples():
+    assert [len(b) for b in shard_batches([[1, 2, 3, 4, 5]], 0, 2)] == [3]
+    assert shard_batches([[1, 2, 3, 4, 5]], 1, 2) == [[4, 5]]
+    assert [shard_batches([[9]], r, 2) for r in range(2)] == [[[9]], [[9]]]  # no rank steps with nothing
+    assert shard_sizes(7, 2) == [4, 3] and shard_bounds(7, 1, 2) == (4, 7)
+
+
+# ---------------------------------------------------------------- a real gloo job, 2 ranks
+@pytest.fixture
+def spawned(request):
+    """torch.multiprocessing contexts started by a test, always joined or terminated at the end."""
+    contexts = []
+    yield contexts
+    for ctx in contexts:
+        for proc in ctx.processes:
+            if proc.is_alive():
+                proc.terminate()
+            proc.join(30)
+
+
+def test_two_ranks_gather_the_val_predictions_and_score_them_as_one_process(tmp_path, spawned, one_torch_thread):
+    """Each rank scores its shard of a val split that does not divide evenly (padding for the gather);
+    the gathered logits are the single process's, in the same order, so AUROC, accuracy and val_loss
+    are the same."""
+    import torch
+    import torch.multiprocessing as mp
+
+    from dist_workers import evaluate_rank
+
+    flags = {**TINY, "synthetic_size": 72, "output_dir": str(tmp_path / "runs")}
+    ctx = mp.start_processes(evaluate_rank, args=(2, free_port(), flags, str(tmp_path)), nprocs=2,
+                             join=False, start_method="spawn")
+    spawned.append(ctx)
+    while not ctx.join(timeout=300):
+        pass
+
+    import core.engine as engine
+    from core.engine import Trainer
+    from core.resolve import resolve_config
+
+    single = Trainer(resolve_config(flags, vram_gib=None))
+    single._setup()
+    seen = {}
+    original = engine.classification_metrics
+
+    def recording(logits, targets, *args, **kwargs):
+        seen.update(logits=logits, targets=targets)
+        return original(logits, targets, *args, **kwargs)
+
+    engine.classification_metrics = recording
+    try:
+        expected = single.evaluate(single.val_ds)
+    finally:
+        engine.classification_metrics = original
+    assert len(single.val_ds) % 2 == 1  # uneven shards: the padding must be dropped again
+
+    for rank in range(2):
+        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert got["world"] == 2 and got["backend"] == "gloo" and got["n_val"] == len(single.val_ds)
+        scored = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert torch.equal(scored["targets"], seen["targets"])
+        assert torch.allclose(scored["logits"], seen["logits"], atol=1e-5)
+        assert got["metrics"]["val_auroc"] == pytest.approx(expected["val_auroc"], abs=1e-6)
+        assert got["metrics"]["val_acc"] == pytest.approx(expected["val_acc"], abs=1e-9)
+        assert got["metrics"]["val_loss"] == pytest.approx(expected["val_loss"], rel=1e-5)
+
+
+# ---------------------------------------------------------------- the CLI: --gpus, --print-config
+def test_print_config_shows_per_rank_and_global_batch_and_the_lr_rule():
+    from medcls_tui.cli import app
+
+    result = runner.invoke(app, ["train", "--model", "resnet18", "--batch_size", "32", "--grad_accum_steps", "2",
+                                 "--lr", "0.001", "--gpus", "4", "--print-config"])
+    assert result.exit_code == 0, result.output
+    assert "batch: 32 per GPU x 4 processes x 2 accumulation = global batch 256" in result.output
+    assert "lr rule: the tips' LR 0.001 is used as is for the global batch 256" in result.output
+    assert "linear scaling would give 0.004" in result.output
+    one = runner.invoke(app, ["train", "--model", "resnet18", "--batch_size", "32", "--print-config"])
+    assert "batch: 32 x 1 accumulation = effective batch 32 (one process" in one.output
+
+
+def test_gpus_relaunches_the_same_command_through_torch_distributed_run(monkeypatch, tmp_path):
+    """--gpus N starts `python -m torch.distributed.run ... -m medcls_tui train` with the flags as given
+    (no shell); without --gpus (or --gpus 1) nothing is relaunched."""
+    from medcls_tui import cli, launch
+
+    started = []
+
+    class FakePopen:
+        def __init__(self, argv, **kwargs):
+            started.append((argv, kwargs))
+            self.pid = 0
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(launch.subprocess, "Popen", FakePopen)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    out = str(tmp_path / "runs")
+    result = runner.invoke(cli.app, ["train", "--gpus", "2", "--device", "cpu", "--model", "resnet18",
+                                     "--no_pretrained", "--lr", "0.01", "--output_dir", out])
+    assert result.exit_code == 0, result.output
+    (argv, kwargs), = started
+    assert isinstance(argv, list) and kwargs.get("start_new_session") is True
+    assert argv[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    assert "--nproc_per_node=2" in argv and "--standalone" in argv
+    tail = argv[argv.index("medcls_tui"):]
+    assert tail[:2] == ["medcls_tui", "train"] and "--gpus" not in tail
+    assert {("--device", "cpu"), ("--model", "resnet18"), ("--lr", "0.01"), ("--output_dir", out)} <= set(zip(tail, tail[1:]))
+    assert "--no_pretrained" in tail
+    # the flags given reproduce the same resolved config on every rank
+    from medcls_tui.cli import resolve_from_cli
+    from medcls_tui.train_options import split_kwargs
+
+    assert not (tmp_path / "runs").exists()  # the parent itself trains nothing
+
+
+def test_gpus_without_enough_gpus_is_one_line_exit_2(monkeypatch):
+    import torch
+
+    from medcls_tui.cli import app
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    result = runner.invoke(app, ["train", "--gpus", "2", "--no_pretrained"])
+    assert result.exit_code == 2
+    assert "--gpus 2: 0 CUDA GPU(s) visible on this machine; use --gpus 1, or --device cpu" in result.output
+
+
+def test_a_ctrl_c_forwarded_by_torchrun_is_one_stop_not_an_abort():
+    """Under torchrun a Ctrl-C reaches each rank twice (terminal + launcher): within the echo window the
+    second is the same request; a real second Ctrl-C later still aborts."""
+    from core.events import Control
+    from medcls_tui.cli import _StopSignals
+
+    aborts = []
+    control = Control()
+    handler = _StopSignals(control, lambda: aborts.append(1), echo_window_s=60.0)
+    handler._handle(signal.SIGINT, None)
+    handler._handle(signal.SIGINT, None)
+    assert control.stop_requested and handler.received == ["SIGINT"] and not aborts
+    plain = _StopSignals(Control(), lambda: aborts.append(1), echo_window_s=0.0)
+    plain._handle(signal.SIGINT, None)
+    plain._handle(signal.SIGINT, None)
+    assert aborts == [1]
+
+
+def test_sync_bn_converts_batchnorm_on_gpus_and_says_why_not_elsewhere(tiny_flags):
+    import torch
+    from torch import nn
+
+    from core.distributed import DistContext
+    from core.engine import Trainer
+    from core.resolve import resolve_config
+
+    trainer = Trainer(resolve_config({**tiny_flags, "sync_bn": True}, vram_gib=None))
+    trainer.model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4))
+    trainer.dist = DistContext(rank=0, world_size=2)
+    trainer.device = torch.device("cuda", 0)  # conversion only: nothing runs on the device
+    trainer._convert_sync_bn()
+    assert isinstance(trainer.model[1], nn.SyncBatchNorm)
+    trainer.model = nn.Sequential(nn.BatchNorm2d(4))
+    trainer.device = torch.device("cpu")
+    trainer._convert_sync_bn()
+    assert type(trainer.model[0]) is nn.BatchNorm2d
+    assert any("SyncBatchNorm needs CUDA" in w for w in trainer.setup_warnings)
+
+
+def test_resume_with_another_process_count_is_refused_with_the_count(tiny_flags, one_torch_thread):
+    """The epoch's batches and the position depend on the number of ranks: a run trained by 2 processes
+    resumes only with 2, and the message says how."""
+    import torch
+
+    from core.engine import Trainer
+    from core.resolve import resolve_config
+    from core.resume import ResumeError
+
+    summary = Trainer(resolve_config({**tiny_flags, "epochs": 1, "max_steps_per_epoch": 1}, vram_gib=None)).fit()
+    run = Path(tiny_flags["output_dir"]) / summary["run_name"]
+    assert summary["world_size"] == 1
+    last = run / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    assert state["world_size"] == 1
+    state["world_size"] = 2
+    torch.save(state, last)
+    with pytest.raises(ResumeError, match=r"trained by 2 process\(es\), resumed by 1.*--gpus 2"):
+        Trainer(resolve_config({**tiny_flags, "epochs": 2}, vram_gib=None), resume_dir=run).fit()
