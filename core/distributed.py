@@ -157,11 +157,15 @@ class DistContext:
 
     @contextlib.contextmanager
     def main_first(self) -> Iterator[None]:
-        """Rank 0 runs the block first (downloads, caches written once), then the others (reading them)."""
-        if not self.is_main:
-            self.barrier()
-        yield
-        if self.is_main:
+        """Rank 0 runs the block first (downloads, caches written once), then the first rank of every
+        other machine (its own disk, when the data is not on a shared one), then everyone else."""
+        if not self.enabled:
+            yield
+            return
+        turn = 0 if self.is_main else (1 if self.local_rank == 0 else 2)
+        for current in range(3):
+            if current == turn:
+                yield
             self.barrier()
 
     def gather_rows(self, local: torch.Tensor, sizes: Sequence[int], device: torch.device) -> torch.Tensor:

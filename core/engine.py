@@ -478,7 +478,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         seen = 0
-        for images, targets, domains in micro_batches:
+        for i, (images, targets, domains) in enumerate(micro_batches):
             for x, y, d in zip(images.tensor_split(self.micro_splits), targets.tensor_split(self.micro_splits),
                                domains.tensor_split(self.micro_splits)):
                 if y.shape[0] == 0:
@@ -488,7 +488,7 @@ class Trainer:
                 x = x if self.cache_features else self.normalize(x)
                 y = y.to(self.device, non_blocking=True)
                 d = d.to(self.device, non_blocking=True)
-                with self._autocast():
+                with self._autocast(), self._grad_sync(model_fn, last=i == len(micro_batches) - 1):
                     loss, logits = self.strategy.training_loss(model_fn, self.criterion, x, y, d, self.pos.global_step)
                 weight = y.shape[0] / n_total
                 self.scaler.scale(loss * weight).backward()
@@ -513,6 +513,13 @@ class Trainer:
         else:
             self.optimizer.zero_grad(set_to_none=True)  # the step is skipped: weights and optimizer state unchanged
         return loss_total, correct_total, seen, finite
+
+    @staticmethod
+    def _grad_sync(model_fn: nn.Module, last: bool):
+        """DDP all-reduces gradients in the backward of a forward run outside no_sync(): with gradient
+        accumulation only the last micro-batch's (the sum is the same, the traffic 1/accum)."""
+        no_sync = getattr(model_fn, "no_sync", None)
+        return contextlib.nullcontext() if last or no_sync is None else no_sync()
 
     def _grad_norm_sum(self) -> torch.Tensor:
         """Sum of per-tensor gradient norms: finite exactly when every gradient element is (a device tensor)."""

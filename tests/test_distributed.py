@@ -69,6 +69,32 @@ def spawned(request):
             proc.join(30)
 
 
+def test_gather_drops_the_padding_of_uneven_shards_across_two_gloo_ranks(tmp_path, spawned):
+    """A real 2-process gloo job (no engine, so it stays short): each rank gathers 6 and 5 rows; every
+    rank gets the unsharded predictions in order and the single-process AUROC; a flag raised on one
+    rank (a stop request) is agreed by both."""
+    import torch
+    import torch.multiprocessing as mp
+
+    from core.metrics import classification_metrics
+    from dist_workers import fixed_predictions, gather_rank
+
+    ctx = mp.start_processes(gather_rank, args=(2, free_port(), str(tmp_path)), nprocs=2, join=False,
+                             start_method="spawn")
+    spawned.append(ctx)
+    while not ctx.join(timeout=300):
+        pass
+    logits, targets = fixed_predictions()
+    expected = classification_metrics(logits, targets, ["a", "b", "c"], False)["val_auroc"]
+    for rank in range(2):
+        got = torch.load(tmp_path / f"gather{rank}.pt", weights_only=True)
+        assert torch.equal(got["logits"], logits) and torch.equal(got["targets"], targets)
+        gathered = classification_metrics(got["logits"], got["targets"], ["a", "b", "c"], False)["val_auroc"]
+        assert gathered == pytest.approx(expected, abs=1e-12)
+        assert got["agreed"] == [True, False]
+
+
+@pytest.mark.processes
 def test_two_ranks_gather_the_val_predictions_and_score_them_as_one_process(tmp_path, spawned, one_torch_thread):
     """Each rank scores its shard of a val split that does not divide evenly (padding for the gather);
     the gathered logits are the single process's, in the same order, so AUROC, accuracy and val_loss
@@ -236,3 +262,177 @@ def test_resume_with_another_process_count_is_refused_with_the_count(tiny_flags,
     torch.save(state, last)
     with pytest.raises(ResumeError, match=r"trained by 2 process\(es\), resumed by 1.*--gpus 2"):
         Trainer(resolve_config({**tiny_flags, "epochs": 2}, vram_gib=None), resume_dir=run).fit()
+
+
+# ---------------------------------------------------------------- real `medcls train --gpus 2 --device cpu` jobs
+PER_RANK_BATCH = 8
+JOB_FLAGS = ["--device", "cpu", "--model", "test_vit", "--img_size", "32", "--synthetic_size", "96", "--epochs", "2",
+             "--num_workers", "0", "--no_pretrained", "--drop_path_rate", "0", "--lr", "0.001", "--log_every", "1",
+             "--checkpoint_every", "1"]
+"""A LayerNorm model without stochastic depth: with the same global batch, 2 ranks compute the same
+gradients as one process (BatchNorm would see half the batch per rank; SyncBatchNorm is CUDA-only)."""
+JOB_TIMEOUT_S = 900
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (torchrun runs in its own session, so a process group kill misses it)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+class Job:
+    """A `medcls train --gpus 2` process tree; `kill()` ends all of it."""
+
+    def __init__(self, out: Path, *extra: str) -> None:
+        self.out = out
+        self.log = out.parent / f"{out.name}.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "medcls_tui", "train", "--gpus", "2", *JOB_FLAGS,
+                                          "--batch_size", str(PER_RANK_BATCH), "--output_dir", str(out), *extra],
+                                         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait(self) -> int:
+        return self.proc.wait(JOB_TIMEOUT_S)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        for pid in [self.proc.pid, *descendants(self.proc.pid)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def records(run: Path, event: str) -> list[dict]:
+    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r.get("event") == event]
+
+
+def step_losses(run: Path) -> dict[int, float]:
+    return {r["global_step"]: r["loss"] for r in records(run, "Step")}
+
+
+@pytest.fixture(scope="module")
+def ddp_job(tmp_path_factory):
+    """One 2-rank job, started once for the tests below (the app test follows it while it runs)."""
+    job = Job(tmp_path_factory.mktemp("ddp") / "runs", "--run_name", "ddp")
+    yield job
+    job.kill()
+
+
+@pytest.mark.processes
+async def test_the_app_follows_a_distributed_run_from_its_folder(ddp_job):
+    """The app is not rank 0's process: the runs screen shows the job running (rank 0 holds run.lock),
+    and the run's detail screen follows metrics.jsonl until the job finishes."""
+    from medcls_tui.screens.run_detail import RunDetailScreen
+    from medcls_tui.screens.runs import RunsScreen
+    from test_tui_helpers import make_app, picker_ready, screen_text, wait_for, wait_for_text
+
+    run = ddp_job.out / "ddp"
+    app = make_app(ddp_job.out)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await picker_ready(pilot)
+        await wait_for(pilot, lambda: (run / "metrics.jsonl").is_file() and bool(records(run, "RunStarted")),
+                       timeout=JOB_TIMEOUT_S, what="rank 0 starting the run")
+        assert ddp_job.proc.poll() is None, ddp_job.output()
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunsScreen))
+        listed = await wait_for_text(pilot, "ddp", "running")
+        assert "ddp" in listed
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunDetailScreen))
+        await wait_for_text(pilot, "ddp", "running")
+        await wait_for(pilot, lambda: "finished" in screen_text(pilot.app), timeout=JOB_TIMEOUT_S,
+                       what="the detail screen following the run to its end")
+        assert records(run, "RunFinished")  # it followed the folder to the end, not a cached state
+
+
+@pytest.mark.processes
+def test_two_ranks_train_as_one_process_with_the_global_batch_and_rank_0_writes_once(ddp_job, tmp_path,
+                                                                                      one_torch_thread):
+    assert ddp_job.wait() == 0, ddp_job.output()
+    assert [p.name for p in ddp_job.out.iterdir()] == ["ddp"]  # one run folder for the job
+    run = ddp_job.out / "ddp"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["world_size"] == 2
+    assert summary["batch_size"] == PER_RANK_BATCH and summary["effective_batch"] == 2 * PER_RANK_BATCH
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert len(records(run, "RunStarted")) == 1 and len(records(run, "RunFinished")) == 1
+    steps = records(run, "Step")
+    assert len(steps) == len({s["global_step"] for s in steps})  # one writer: each step logged once
+
+    from core.engine import Trainer
+    from core.resolve import resolve_config
+
+    flags = {"device": "cpu", "model": "test_vit", "img_size": 32, "synthetic_size": 96, "epochs": 2,
+             "num_workers": 0, "pretrained": False, "drop_path_rate": 0.0, "lr": 0.001, "log_every": 1,
+             "batch_size": 2 * PER_RANK_BATCH, "output_dir": str(tmp_path / "one")}
+    single = Trainer(resolve_config(flags, vram_gib=None)).fit()
+    one = tmp_path / "one" / single["run_name"]
+    expected, got = step_losses(one), step_losses(run)
+    assert sorted(got) == sorted(expected) and len(got) >= 6
+    for step in expected:
+        assert got[step] == pytest.approx(expected[step], rel=1e-4, abs=1e-5), step
+    for mine, theirs in zip(records(run, "EpochDone"), records(one, "EpochDone")):
+        assert mine["metrics"]["val_auroc"] == pytest.approx(theirs["metrics"]["val_auroc"], abs=1e-4)
+        assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-4)
+
+
+@pytest.mark.processes
+def test_a_killed_rank_ends_the_job_and_retrain_resumes_at_the_same_step(ddp_job, tmp_path):
+    """Rank 0 killed mid-epoch: the job ends (torchrun stops the other rank; no hang), rank 0's lock is
+    gone, and `--retrain --gpus 2` restarts at the last checkpoint's step and then takes the steps the
+    uninterrupted job took (same losses)."""
+    from core.runlock import is_locked, read_holder
+
+    assert ddp_job.wait() == 0, ddp_job.output()
+    reference = step_losses(ddp_job.out / "ddp")
+    out = tmp_path / "runs"
+    run = out / "killed"
+    job = Job(out, "--run_name", "killed")
+    try:
+        deadline = time.monotonic() + JOB_TIMEOUT_S
+        while not ((run / "metrics.jsonl").is_file()
+                   and any(r["global_step"] >= 3 for r in records(run, "CheckpointSaved"))):
+            assert job.proc.poll() is None, job.output()
+            assert time.monotonic() < deadline, "no checkpoint at step 3"
+            time.sleep(0.2)
+        os.kill(read_holder(run)["pid"], signal.SIGKILL)  # rank 0 (the lock holder) dies
+        assert job.wait() != 0
+        assert not is_locked(run)
+    finally:
+        job.kill()
+    import torch
+
+    kept = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["position"]["global_step"]
+    assert kept >= 3 and kept < max(reference)
+    assert not (run / "summary.json").exists()  # rank 0 died: nothing claims the run ended
+
+    resumed = Job(out, "--retrain", "killed")
+    try:
+        assert resumed.wait() == 0, resumed.output()
+    finally:
+        resumed.kill()
+    (restart,) = records(run, "Resumed")
+    assert restart["global_step"] == kept
+    after = {r["global_step"]: r["loss"] for r in records(run, "Step")[-(max(reference) - kept):]}
+    assert sorted(after) == list(range(kept + 1, max(reference) + 1))
+    for step, loss in after.items():
+        assert loss == pytest.approx(reference[step], rel=1e-4, abs=1e-5), step
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"
