@@ -185,10 +185,6 @@ def test_gpus_relaunches_the_same_command_through_torch_distributed_run(monkeypa
     assert tail[:2] == ["medcls_tui", "train"] and "--gpus" not in tail
     assert {("--device", "cpu"), ("--model", "resnet18"), ("--lr", "0.01"), ("--output_dir", out)} <= set(zip(tail, tail[1:]))
     assert "--no_pretrained" in tail
-    # the flags given reproduce the same resolved config on every rank
-    from medcls_tui.cli import resolve_from_cli
-    from medcls_tui.train_options import split_kwargs
-
     assert not (tmp_path / "runs").exists()  # the parent itself trains nothing
 
 
@@ -266,11 +262,13 @@ def test_resume_with_another_process_count_is_refused_with_the_count(tiny_flags,
 
 # ---------------------------------------------------------------- real `medcls train --gpus 2 --device cpu` jobs
 PER_RANK_BATCH = 8
-JOB_FLAGS = ["--device", "cpu", "--model", "test_vit", "--img_size", "32", "--synthetic_size", "96", "--epochs", "2",
+ACCUM = 2
+JOB_FLAGS = ["--device", "cpu", "--model", "test_vit", "--img_size", "32", "--synthetic_size", "160", "--epochs", "2",
              "--num_workers", "0", "--no_pretrained", "--drop_path_rate", "0", "--lr", "0.001", "--log_every", "1",
-             "--checkpoint_every", "1"]
+             "--checkpoint_every", "1", "--grad_accum_steps", str(ACCUM)]
 """A LayerNorm model without stochastic depth: with the same global batch, 2 ranks compute the same
-gradients as one process (BatchNorm would see half the batch per rank; SyncBatchNorm is CUDA-only)."""
+gradients as one process (BatchNorm would see half the batch per rank; SyncBatchNorm is CUDA-only).
+Two micro-batches per step: DDP syncs only the last one's backward (no_sync), the sum must not change."""
 JOB_TIMEOUT_S = 900
 
 
@@ -371,7 +369,7 @@ def test_two_ranks_train_as_one_process_with_the_global_batch_and_rank_0_writes_
     run = ddp_job.out / "ddp"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["world_size"] == 2
-    assert summary["batch_size"] == PER_RANK_BATCH and summary["effective_batch"] == 2 * PER_RANK_BATCH
+    assert summary["batch_size"] == PER_RANK_BATCH and summary["effective_batch"] == 2 * PER_RANK_BATCH * ACCUM
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     assert len(records(run, "RunStarted")) == 1 and len(records(run, "RunFinished")) == 1
     steps = records(run, "Step")
@@ -380,7 +378,8 @@ def test_two_ranks_train_as_one_process_with_the_global_batch_and_rank_0_writes_
     from core.engine import Trainer
     from core.resolve import resolve_config
 
-    flags = {"device": "cpu", "model": "test_vit", "img_size": 32, "synthetic_size": 96, "epochs": 2,
+    flags = {"device": "cpu", "model": "test_vit", "img_size": 32, "synthetic_size": 160, "epochs": 2,
+             "grad_accum_steps": ACCUM,
              "num_workers": 0, "pretrained": False, "drop_path_rate": 0.0, "lr": 0.001, "log_every": 1,
              "batch_size": 2 * PER_RANK_BATCH, "output_dir": str(tmp_path / "one")}
     single = Trainer(resolve_config(flags, vram_gib=None)).fit()
@@ -436,3 +435,31 @@ def test_a_killed_rank_ends_the_job_and_retrain_resumes_at_the_same_step(ddp_job
     for step, loss in after.items():
         assert loss == pytest.approx(reference[step], rel=1e-4, abs=1e-5), step
     assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.processes
+def test_ctrl_c_on_gpus_stops_every_rank_at_the_same_step_with_a_checkpoint(tmp_path):
+    """A Ctrl-C reaches `medcls train --gpus 2` (torchrun runs in its own session): it is passed on once,
+    both ranks agree to stop after the same step, rank 0 saves last.pt there and says `stopped`; no
+    rank fails on a collective the other left."""
+    import torch
+
+    out = tmp_path / "runs"
+    run = out / "stopped"
+    job = Job(out, "--run_name", "stopped", "--epochs", "20")
+    try:
+        deadline = time.monotonic() + JOB_TIMEOUT_S
+        while not ((run / "metrics.jsonl").is_file() and any(r["global_step"] >= 2 for r in records(run, "Step"))):
+            assert job.proc.poll() is None, job.output()
+            assert time.monotonic() < deadline, "no step 2"
+            time.sleep(0.2)
+        job.proc.send_signal(signal.SIGINT)
+        job.wait()
+    finally:
+        job.kill()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "stopped", job.output()
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert last["position"]["global_step"] == summary["global_step"] == records(run, "Step")[-1]["global_step"]
+    assert summary["epochs_completed"] < 20
+    assert "rank 1:" not in job.output()  # rank 1 stopped with rank 0, it did not fail on a missing peer
