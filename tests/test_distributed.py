@@ -419,8 +419,12 @@ def test_a_killed_rank_ends_the_job_and_retrain_resumes_at_the_same_step(ddp_job
         job.kill()
     import torch
 
-    kept = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["position"]["global_step"]
+    position = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["position"]
+    kept = position["global_step"]
     assert kept >= 3 and kept < max(reference)
+    # each rank took its half of every global batch (not the whole of it): the samples seen in the
+    # epoch so far, summed over ranks, are one global batch per micro-step
+    assert position["epoch_seen"] == position["step_in_epoch"] * 2 * PER_RANK_BATCH * ACCUM
     assert not (run / "summary.json").exists()  # rank 0 died: nothing claims the run ended
 
     resumed = Job(out, "--retrain", "killed")
