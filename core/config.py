@@ -19,7 +19,8 @@ AUGMENTATIONS = ("none", "standard", "mixup", "xdomainmix", "pipmix", "xdomainmi
 LOSSES = ("auto", "ce", "bce", "focal", "asl")
 PRESET_META_KEYS = ("name", "description", "notes", "group", "tags")
 UPPER_BOUNDS = {"synthetic_size": 200_000, "img_size": 4096, "epochs": 100_000, "batch_size": 65_536,
-                "grad_accum_steps": 4096, "num_workers": 256, "log_every": 10**9, "checkpoint_every": 10**9}
+                "grad_accum_steps": 4096, "num_workers": 256, "log_every": 10**9, "checkpoint_every": 10**9,
+                "dist_timeout_minutes": 7 * 24 * 60}
 """Sanity ceilings: a typo like --synthetic_size 1e20 is one error, not an out-of-memory hour later."""
 YAML_MAX_BYTES = 1_000_000
 YAML_MAX_NODES = 100_000
@@ -203,6 +204,13 @@ class TrainConfig(BaseModel):
     checkpoint_minutes: float = 10.0
     """Without --checkpoint_every: write last.pt at least this often mid-epoch (0 = only at epoch end)."""
 
+    # --- several processes (torchrun / medcls train --gpus N) ---
+    sync_bn: bool = False
+    """Multi-GPU CNNs: BatchNorm statistics over the global batch (torch SyncBatchNorm; CUDA only)."""
+    dist_timeout_minutes: float = 30.0
+    """Multi-process runs: a collective that waits longer than this (a rank died or hangs) ends the job
+    with a message instead of a hang."""
+
     @model_validator(mode="before")
     @classmethod
     def _no_booleans_as_numbers(cls, data: Any) -> Any:
@@ -261,6 +269,8 @@ class TrainConfig(BaseModel):
                 raise ValueError(f"{key}: must be at most {top} (got {val})")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every: must be >= 1 step (got {self.checkpoint_every})")
+        if not self.dist_timeout_minutes > 0:
+            raise ValueError(f"dist_timeout_minutes: must be > 0 (got {self.dist_timeout_minutes})")
         if self.checkpoint_minutes < 0:
             raise ValueError(f"checkpoint_minutes: must be >= 0 (got {self.checkpoint_minutes})")
         if isinstance(self.batch_size, int) and self.batch_size < 1:

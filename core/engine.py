@@ -22,6 +22,7 @@ from .augment import BatchStrategy, build_strategy
 from .checkpoint import capture_rng, restore_rng, save_atomic
 from .config import ResolvedConfig, TrainConfig, dump_config_yaml
 from .data import DatasetBundle, load_dataset
+from .distributed import DistContext, shard_batches, shard_sizes, val_shard
 from .divergence import DivergenceGuard, divergence_advice
 from .early_stopping import EarlyStopping
 from .events import (
@@ -38,7 +39,7 @@ from .events import (
     SystemStats,
     TrainingWarning,
 )
-from .hardware import pick_device, usable_cores
+from .hardware import usable_cores
 from .runlock import RunLock
 from .loader import EpochBatchSampler, Normalizer, TableDataset, close_loader, epoch_batches, make_loader
 from .losses import build_loss
@@ -116,9 +117,13 @@ class Trainer:
         """One loader each for the run: persistent workers serve every epoch (closed when fit() ends)."""
         self._started = time.time()
         """Found while setting up, before the run folder exists; logged with the config warnings."""
+        self.dist = DistContext.from_env()
+        """This process's rank in a torchrun job (world 1 = a plain run); only rank 0 emits and writes."""
 
     # ------------------------------------------------------------------ events
     def emit(self, event: Event) -> None:
+        if not self.dist.is_main:
+            return  # rank 0 speaks for the job
         self.on_event(event)
         # live SystemStats samples go to self.on_event directly; the per-epoch one comes through here
         if self.run_dir is not None and isinstance(event, (EpochDone, EarlyStopState, TrainingWarning, SystemStats,
@@ -126,6 +131,8 @@ class Trainer:
             self._log(event.to_dict())
 
     def _log(self, record: dict) -> None:
+        if not self.dist.is_main:
+            return
         with open(self.run_dir / runs.METRICS_FILE, "a", encoding="utf-8") as fh:
             fh.write(runs.json_line({"time": time.time(), **record}) + "\n")
 
@@ -140,8 +147,12 @@ class Trainer:
         import random
 
         random.seed(cfg.seed)
-        self.device = pick_device(cfg.device)
-        if cfg.tensorboard:  # a subscriber to the events, checked before any slow set-up
+        self.device = self.dist.device(cfg.device)
+        self.dist.init(self.device, cfg.dist_timeout_minutes)
+        if self.dist.enabled and "xdomainmix" in (cfg.augmentation or "").split("+"):
+            raise ValueError("augmentation: xdomainmix trains its domain head outside the model's forward, "
+                             "which DistributedDataParallel does not synchronise; run it in one process")
+        if cfg.tensorboard and self.dist.is_main:  # a subscriber to the events, checked before any slow set-up
             from .tensorboard_log import with_tensorboard
 
             self.on_event = with_tensorboard(self.on_event)
@@ -151,14 +162,15 @@ class Trainer:
         resuming = self.resume_dir is not None and (self.resume_dir / runs.CHECKPOINT_DIR / "last.pt").is_file()
         load_hub = cfg.pretrained and not cfg.pretrained_path and not resuming
         # Weights before the data work: a missing download or a file that does not fit fails in seconds.
-        if load_hub:
-            ensure_hub_weights(self.timm_name, progress=lambda d, t, desc: self.on_event(
-                DataProgress(done=d, total=t, description=desc)))
-        elif cfg.pretrained_path and not resuming:
-            check_pretrained_path(self.timm_name, cfg.pretrained_path, img_size=cfg.img_size)
+        with self.dist.main_first():  # downloads and the pixel cache are written once, by rank 0
+            if load_hub:
+                ensure_hub_weights(self.timm_name, progress=lambda d, t, desc: self.on_event(
+                    DataProgress(done=d, total=t, description=desc)))
+            elif cfg.pretrained_path and not resuming:
+                check_pretrained_path(self.timm_name, cfg.pretrained_path, img_size=cfg.img_size)
 
-        self.bundle: DatasetBundle = load_dataset(
-            cfg, progress=lambda d, t, desc: self.on_event(DataProgress(done=d, total=t, description=desc)))
+            self.bundle: DatasetBundle = load_dataset(
+                cfg, progress=lambda d, t, desc: self.on_event(DataProgress(done=d, total=t, description=desc)))
         if len(self.bundle.train) == 0 or len(self.bundle.val) == 0:
             raise ValueError(f"dataset '{cfg.dataset}': train ({len(self.bundle.train)}) and val "
                              f"({len(self.bundle.val)}) splits must both contain images")
@@ -171,15 +183,12 @@ class Trainer:
         if cfg.grad_checkpointing and not supports_grad_checkpointing(self.model):
             self.setup_warnings.append(f"{self.timm_name} does not support gradient checkpointing; running without it")
         use_cuda = self.device.type == "cuda"
+        self._convert_sync_bn()
         self.channels_last = (cfg.channels_last if cfg.channels_last is not None
                               else (use_cuda and self.family in ("cnn", "convnext")))
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.train_model: nn.Module = self.model
-        """What the training step calls: the compiled wrapper with --compile (checkpoints keep self.model)."""
-        if cfg.compile:
-            self.train_model = torch.compile(self.model)
         pcfg = getattr(self.model.backbone, "pretrained_cfg", {}) or {}
         self.normalize = Normalizer(pcfg.get("mean", (0.485, 0.456, 0.406)), pcfg.get("std", (0.229, 0.224, 0.225)),
                                     self.device, self.channels_last)
@@ -205,7 +214,7 @@ class Trainer:
         self.num_workers = cfg.num_workers if cfg.num_workers is not None else self._default_workers()
         self.cache_features = (cfg.mode == "linear_probe" and self.transform is None
                                and type(self.strategy) is BatchStrategy and cfg.feature_cache)
-        n_batches = len(epoch_batches(len(self.train_ds), self.batch_size, cfg.seed, 0, True, self._drop_last()))
+        n_batches = len(epoch_batches(len(self.train_ds), self.global_batch, cfg.seed, 0, True, self._drop_last()))
         steps = math.ceil(n_batches / cfg.grad_accum_steps)
         if cfg.max_steps_per_epoch:
             steps = min(steps, cfg.max_steps_per_epoch)
@@ -223,6 +232,29 @@ class Trainer:
                                    divergence_threshold=cfg.divergence_threshold)
         self.monitor = TrainingMonitor()
         self.guard = DivergenceGuard(cfg.max_nonfinite_steps, cfg.loss_explosion_factor)
+        self.train_model: nn.Module = self.model if self.cache_features else self.dist.wrap(self.model, self.device)
+        """What the training step calls: DDP in a torchrun job, compiled with --compile (checkpoints keep
+        self.model). A linear probe on cached features wraps its head in _loop instead."""
+        if cfg.compile:
+            self.train_model = torch.compile(self.train_model)
+
+    @property
+    def global_batch(self) -> int:
+        """Samples per loader step over all ranks: the per-rank batch x the number of processes."""
+        return self.batch_size * self.dist.world_size
+
+    def _convert_sync_bn(self) -> None:
+        """--sync_bn: BatchNorm statistics over the global batch (CNNs in a multi-GPU job). torch's
+        SyncBatchNorm runs on GPUs only, so elsewhere it is a warning and plain BatchNorm."""
+        if not self.cfg.sync_bn or not self.dist.enabled:
+            if self.cfg.sync_bn:
+                self.setup_warnings.append("sync_bn: a single process has nothing to synchronise; plain BatchNorm")
+            return
+        if self.device.type != "cuda":
+            self.setup_warnings.append(f"sync_bn: torch's SyncBatchNorm needs CUDA devices (this job runs on "
+                                       f"{self.device.type}); each rank keeps its own BatchNorm statistics")
+            return
+        self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
 
     def _checked_monitor(self, monitor: str, mode: str) -> tuple[str, str]:
         """Name the classes the val split cannot score (no positives or no negatives: no AUROC, left out
@@ -253,7 +285,7 @@ class Trainer:
 
     def _drop_last(self) -> bool:
         # BatchNorm cannot train on a batch of one; drop a ragged last batch when the split is large enough.
-        return len(self.bundle.train) > self.batch_size
+        return len(self.bundle.train) > self.global_batch
 
     def _apply_probe(self) -> None:
         """--batch_size auto: the measured probe's batch, and its accumulation (to reach the tips'
@@ -265,6 +297,7 @@ class Trainer:
         accum = self.cfg.grad_accum_steps
         if self.resolved.sources.get("grad_accum_steps", "default") == "default":
             accum = max(1, int(result.grad_accum_steps))
+        self.batch_size, accum = self.dist.broadcast_object((self.batch_size, accum))  # one batch for all ranks
         # the run folder's config.yaml records what ran, so --retrain resumes with the same batches
         self.cfg = self.cfg.model_copy(update={"batch_size": self.batch_size, "grad_accum_steps": accum})
         self.resolved.config = self.cfg
@@ -277,24 +310,36 @@ class Trainer:
         if self.resume_dir is not None:
             self._open_resume_dir()
             return
-        name = cfg.run_name or runs.default_run_name(cfg.model, cfg.dataset, cfg.mode)
-        self.run_dir = runs.new_run_dir(cfg.output_dir, name)
-        self._lock = RunLock(self.run_dir).acquire()
-        meta = {"name": self.run_dir.name, "group": "custom",
-                "description": f"resolved config of run {self.run_dir.name}"}
-        (self.run_dir / runs.CONFIG_FILE).write_text(dump_config_yaml(cfg, meta), encoding="utf-8")
+        if self.dist.is_main:  # rank 0 names, creates and locks the folder; the others learn its path
+            name = cfg.run_name or runs.default_run_name(cfg.model, cfg.dataset, cfg.mode)
+            self.run_dir = runs.new_run_dir(cfg.output_dir, name)
+            self._lock = RunLock(self.run_dir).acquire()
+            meta = {"name": self.run_dir.name, "group": "custom",
+                    "description": f"resolved config of run {self.run_dir.name}"}
+            (self.run_dir / runs.CONFIG_FILE).write_text(dump_config_yaml(cfg, meta), encoding="utf-8")
+        self.run_dir = Path(self.dist.broadcast_object(str(self.run_dir)))
 
     def _open_resume_dir(self) -> None:
         """Lock, then check and load last.pt; run_dir is set (so anything is written) only once it fits."""
-        self._lock = RunLock(self.resume_dir).acquire()
+        if self.dist.is_main:
+            self._lock = RunLock(self.resume_dir).acquire()
         state = resume.load_resume_state(self.resume_dir)
         resume.check_classes(self.resume_dir, state, self.bundle.classes)
+        trained_on = int(state.get("world_size", 1))
+        if trained_on != self.dist.world_size:
+            raise resume.ResumeError(
+                f"{self.resume_dir}: trained by {trained_on} process(es), resumed by {self.dist.world_size}; the "
+                f"epoch's batches and position depend on it. Resume with the same count (--gpus {trained_on}, "
+                f"or torchrun --nproc_per_node {trained_on})" if trained_on > 1 else
+                f"{self.resume_dir}: trained in one process, resumed by {self.dist.world_size}; the epoch's "
+                "batches and position depend on it. Resume it without --gpus / torchrun")
         try:
             self._restore(state)
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
             raise resume.model_mismatch(self.resume_dir, self.cfg.model, err) from None
         self.run_dir = self.resume_dir
-        resume.clean_stale_tmp(self.run_dir)
+        if self.dist.is_main:
+            resume.clean_stale_tmp(self.run_dir)
         self._log({"event": "Resumed", "global_step": self.pos.global_step, "epoch": self.pos.epoch,
                    "step_in_epoch": self.pos.step_in_epoch})
 
@@ -308,7 +353,7 @@ class Trainer:
         Called from the main thread while the training thread may still be inside torch; it only
         writes summary.json (atomically) so `medcls runs` says what happened.
         """
-        if self.run_dir is None:
+        if self.run_dir is None or not self.dist.is_main:
             return
         summary = self._summary(time.time() - self._started, "aborted by a second interrupt: no checkpoint "
                                 "of the current step (resume continues from the last saved one)")
@@ -327,7 +372,7 @@ class Trainer:
         return bool(minutes) and time.monotonic() - self._last_checkpoint_time >= minutes * 60
 
     def _write_skipped(self) -> None:
-        if self.bundle.skipped:
+        if self.bundle.skipped and self.dist.is_main:
             lines = [f"{path}\t{reason}" for path, reason in self.bundle.skipped]
             (self.run_dir / runs.SKIPPED_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
             self.warn("data", f"{len(self.bundle.skipped)} image(s) skipped (unreadable); list in {runs.SKIPPED_FILE}")
@@ -352,6 +397,7 @@ class Trainer:
             "last_metrics": self.last_metrics,
             "rng": capture_rng(),
             "classes": self.bundle.classes,
+            "world_size": self.dist.world_size,
         }
 
     def _weights_finite(self) -> bool:
@@ -365,6 +411,8 @@ class Trainer:
     def save_checkpoint(self, name: str, reason: str) -> Optional[Path]:
         """Atomic write of the full state; refused (None, with a warning) when a weight is not finite,
         so last.pt / best.pt always keep the last finite weights."""
+        if not self.dist.is_main:
+            return None  # the ranks hold the same weights: rank 0 writes them
         path = self.run_dir / runs.CHECKPOINT_DIR / name
         if not self._weights_finite():
             self.warn("nonfinite", f"not saving {name}: the model has non-finite weights; the previous "
@@ -409,6 +457,10 @@ class Trainer:
             except Exception as err:  # noqa: BLE001 - only OOM is handled, everything else re-raised
                 if not is_oom(err):
                     raise
+                if self.dist.enabled:  # a re-split on one rank would desynchronise the others' collectives
+                    raise RuntimeError(f"out of memory on rank {self.dist.rank} at per-rank batch {self.batch_size}: "
+                                       "distributed runs do not re-split the batch; lower --batch_size (per GPU) "
+                                       "or raise --grad_accum_steps") from err
                 largest = max(int(b[1].shape[0]) for b in micro_batches)
                 chunk = math.ceil(largest / self.micro_splits)
                 if chunk <= 1:
@@ -438,7 +490,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         seen = 0
-        for images, targets, domains in micro_batches:
+        for i, (images, targets, domains) in enumerate(micro_batches):
             for x, y, d in zip(images.tensor_split(self.micro_splits), targets.tensor_split(self.micro_splits),
                                domains.tensor_split(self.micro_splits)):
                 if y.shape[0] == 0:
@@ -448,7 +500,7 @@ class Trainer:
                 x = x if self.cache_features else self.normalize(x)
                 y = y.to(self.device, non_blocking=True)
                 d = d.to(self.device, non_blocking=True)
-                with self._autocast():
+                with self._autocast(), self._grad_sync(model_fn, last=i == len(micro_batches) - 1):
                     loss, logits = self.strategy.training_loss(model_fn, self.criterion, x, y, d, self.pos.global_step)
                 weight = y.shape[0] / n_total
                 self.scaler.scale(loss * weight).backward()
@@ -460,7 +512,10 @@ class Trainer:
         # With fp16 the GradScaler checks the (scaled) gradients itself and skips an overflowing step;
         # otherwise a non-finite gradient norm (any NaN/inf element) means the step must not be taken.
         grad_check = torch.zeros((), device=self.device) if self.scaler.is_enabled() else self._grad_norm_sum()
-        loss_total, correct_total, grad_total = torch.stack([loss_sum, correct.float(), grad_check]).tolist()
+        # summed over ranks: every rank logs the global loss and takes (or skips) the step together
+        stats = torch.stack([loss_sum, correct.float(), grad_check.float(), loss_sum.new_tensor(float(seen))])
+        loss_total, correct_total, grad_total, seen_total = self.dist.all_reduce(stats).tolist()
+        seen = int(seen_total)
         finite = math.isfinite(loss_total) and math.isfinite(grad_total)
         if finite or self.scaler.is_enabled():
             self.scaler.step(self.optimizer)
@@ -470,6 +525,13 @@ class Trainer:
         else:
             self.optimizer.zero_grad(set_to_none=True)  # the step is skipped: weights and optimizer state unchanged
         return loss_total, correct_total, seen, finite
+
+    @staticmethod
+    def _grad_sync(model_fn: nn.Module, last: bool):
+        """DDP all-reduces gradients in the backward of a forward run outside no_sync(): with gradient
+        accumulation only the last micro-batch's (the sum is the same, the traffic 1/accum)."""
+        no_sync = getattr(model_fn, "no_sync", None)
+        return contextlib.nullcontext() if last or no_sync is None else no_sync()
 
     def _grad_norm_sum(self) -> torch.Tensor:
         """Sum of per-tensor gradient norms: finite exactly when every gradient element is (a device tensor)."""
@@ -517,7 +579,7 @@ class Trainer:
         if cached is not None:
             feats, targets = cached
             batches = [(feats[i:i + 1024], targets[i:i + 1024]) for i in range(0, len(feats), 1024)]
-        else:
+        else:  # in a torchrun job each rank scores its contiguous shard; gathered below
             batches = ((x, y) for x, y, _ in self._eval_loader(dataset))
         forward = self.model.head if cached is not None else (lambda images: self.model(self.normalize(images)))
         for x, y in batches:
@@ -528,23 +590,44 @@ class Trainer:
             n += y.shape[0]
             all_logits.append(logits.float().cpu())
             all_targets.append(y.cpu())
-        metrics = classification_metrics(torch.cat(all_logits), torch.cat(all_targets), self.bundle.classes,
-                                         self.multi_label)
+        logits, targets = self._gather_predictions(all_logits, all_targets, len(dataset), cached is not None)
+        metrics = classification_metrics(logits, targets, self.bundle.classes, self.multi_label)
+        if cached is None:
+            loss_sum, n = self.dist.all_reduce(torch.tensor([loss_sum, float(n)], dtype=torch.float64,
+                                                            device=self.dist.comm_device(self.device))).tolist()
         metrics["val_loss"] = loss_sum / max(1, n)
         self.model.train()
         return metrics
 
     def _eval_loader(self, dataset: TableDataset):
-        """The val split's loader is kept for the run (persistent workers); other splits get a one-pass one."""
+        """The val split's loader is kept for the run (persistent workers); other splits get a one-pass one.
+        In a torchrun job it reads this rank's contiguous shard of the split."""
         if dataset is self.val_ds and self._val_loader is not None:
             return self._val_loader
-        idx = epoch_batches(len(dataset), self.batch_size, 0, 0, shuffle=False, drop_last=False)
+        shard = val_shard(len(dataset), self.dist.rank, self.dist.world_size)
+        idx = [shard[b].tolist() for b in epoch_batches(len(shard), self.batch_size, 0, 0, shuffle=False,
+                                                        drop_last=False)]
         keep = dataset is self.val_ds
         loader = make_loader(dataset, EpochBatchSampler(0, idx) if keep else idx, self.num_workers,
                              self.device.type == "cuda", persistent=keep)
         if keep:
             self._val_loader = loader
         return loader
+
+    def _gather_predictions(self, all_logits: list, all_targets: list, n: int, whole: bool):
+        """Every rank's validation logits and targets, in the split's order (the padding of uneven shards
+        dropped), so AUROC is the one a single process computes. `whole`: each rank scored the whole split."""
+        num_classes = self.bundle.num_classes
+        logits = torch.cat(all_logits) if all_logits else torch.zeros((0, num_classes))
+        if all_targets:
+            targets = torch.cat(all_targets)
+        else:  # an empty shard (fewer val images than ranks)
+            targets = torch.zeros((0, num_classes)) if self.multi_label else torch.zeros((0,), dtype=torch.int64)
+        if whole or not self.dist.enabled:
+            return logits, targets
+        sizes = shard_sizes(n, self.dist.world_size)
+        return (self.dist.gather_rows(logits, sizes, self.device),
+                self.dist.gather_rows(targets, sizes, self.device))
 
     @torch.no_grad()
     def _extract_features(self, dataset: TableDataset, desc: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -567,6 +650,10 @@ class Trainer:
     def _probe_features(self, dataset: TableDataset, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A split's frozen-backbone features: read from the disk cache when an earlier run (or epoch)
         with the same model, weights, pixels and size made them, else computed once and stored."""
+        with self.dist.main_first():  # rank 0 computes and stores them; the others read its file
+            return self._probe_features_cached(dataset, split)
+
+    def _probe_features_cached(self, dataset: TableDataset, split: str):
         from .feature_cache import FeatureCache, FeatureKey, feature_dir, pixels_digest, weights_digest
 
         cfg = self.cfg
@@ -623,7 +710,11 @@ class Trainer:
             self.status = "failed"
             failure = err
             error = f"{type(err).__name__}: {err}"
-            if self.run_dir is not None:
+            if not self.dist.is_main:
+                import sys
+
+                print(f"rank {self.dist.rank}: {error}", file=sys.stderr, flush=True)
+            elif self.run_dir is not None:
                 with contextlib.suppress(OSError):  # a full disk must not hide the original error
                     (self.run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
                 with contextlib.suppress(OSError):
@@ -632,7 +723,8 @@ class Trainer:
             try:
                 if self.run_dir is not None:
                     summary = runs.strict_json(self._summary(time.time() - start, error))  # null, never NaN
-                    with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError):
+                    if summary and self.dist.is_main:
                         runs.write_json_atomic(self.run_dir / runs.SUMMARY_FILE, summary)
                 with contextlib.suppress(OSError):
                     self.emit(RunFinished(status=self.status, run_dir=str(self.run_dir or ""), summary=summary,
@@ -644,6 +736,7 @@ class Trainer:
                     close_loader(loader)
                 self._train_loader = self._val_loader = None
                 self._release_lock()
+                self.dist.shutdown()
                 self.control.finished.set()
         if failure is not None and self.run_dir is None:
             raise failure  # nothing was written: bad data/config surfaces as the original error
@@ -659,7 +752,7 @@ class Trainer:
             cached_train = (f, t, d)
             fv, tv, _ = self._probe_features(self.val_ds, "val")
             cached_val = (fv, tv)
-            model_fn = _HeadOnly(self.model)
+            model_fn = self.dist.wrap(_HeadOnly(self.model), self.device)
         if getattr(self, "_rng_state", None) is not None:
             restore_rng(self._rng_state)  # last: nothing above may consume RNG after this
         images_done = 0
@@ -674,8 +767,9 @@ class Trainer:
             epoch = self.pos.epoch
             sysmon.begin_epoch()
             self.train_ds.epoch = epoch
-            batches = epoch_batches(len(self.train_ds), self.batch_size, cfg.seed, epoch, True, self._drop_last())
+            batches = epoch_batches(len(self.train_ds), self.global_batch, cfg.seed, epoch, True, self._drop_last())
             batches = batches[: self.steps_per_epoch * cfg.grad_accum_steps]
+            batches = shard_batches(batches, self.dist.rank, self.dist.world_size)  # this rank's part of each
             skip = self.pos.step_in_epoch * cfg.grad_accum_steps
             remaining = batches[skip:]
             if cached_train is not None:
@@ -712,7 +806,7 @@ class Trainer:
                                    images_per_sec=ips, elapsed_s=time.time() - start, eta_s=steps_left * step_time,
                                    gpu_mem_gib=self._gpu_mem_gib()))
                 sample = sysmon.step_done(epoch + 1)
-                if sample is not None:
+                if sample is not None and self.dist.is_main:  # live only: rank 0 speaks for the job
                     self.on_event(sample)
                 if self.pos.global_step % cfg.log_every == 0:
                     self._log({"event": "Step", "epoch": epoch + 1, "global_step": self.pos.global_step,
@@ -759,18 +853,28 @@ class Trainer:
 
     def _handle_pause_and_stop(self) -> bool:
         """True when the loop must end now (stop requested); waits here while paused."""
-        if self.control.paused and not self.control.stop_requested:
+        paused, stop = self._agreed_control()
+        if paused and not stop:
             self.emit(StatusChanged(status="paused"))
-            while self.control.paused and not self.control.stop_requested:
+            while paused and not stop:
                 self.control.wait_while_paused(0.1)
-            if not self.control.stop_requested:
+                paused, stop = self._agreed_control()
+            if not stop:
                 self.emit(StatusChanged(status="running"))
-        if self.control.stop_requested:
+        if stop:
             self.emit(StatusChanged(status="stopping"))
             self.status = "stopped"
             self.save_checkpoint("last.pt", "stop")
             return True
         return False
+
+    def _agreed_control(self) -> tuple[bool, bool]:
+        """(paused, stop): true on every rank when any rank was asked (a signal, the app), so all ranks
+        pause and stop at the same step."""
+        paused, stop = self.dist.agree([self.control.paused, self.control.stop_requested], self.device)
+        if stop:
+            self.control.request_stop()
+        return paused, stop
 
     def _end_epoch(self, epoch: int, start: float, cached_val) -> bool:
         """Validate, track best/early stop, checkpoint. True when training must end."""
@@ -796,7 +900,7 @@ class Trainer:
         if improved:
             self.save_checkpoint("best.pt", "best")
         self.save_checkpoint("last.pt", "epoch")
-        if self.early.stopped:
+        if self.dist.agree([self.early.stopped], self.device)[0]:  # same metrics on every rank; made sure
             self.status = "early_stopped"
             self.warn("early_stop", self.early.reason, epoch=epoch + 1)
             return True
@@ -804,7 +908,7 @@ class Trainer:
 
     def _score_test_split(self) -> None:
         """A finished run scores its best checkpoint on the test split once (never used to pick an epoch)."""
-        if self.status not in ("finished", "early_stopped"):
+        if self.status not in ("finished", "early_stopped") or not self.dist.is_main:
             return
         from .evaluation.scoring import score_test_after_training
 
@@ -837,7 +941,8 @@ class Trainer:
             "train_loss": m.get("train_loss"),
             "batch_size": getattr(self, "batch_size", None),
             "micro_batch": (math.ceil(self.batch_size / self.micro_splits) if hasattr(self, "batch_size") else None),
-            "effective_batch": (self.batch_size * self.cfg.grad_accum_steps if hasattr(self, "batch_size") else None),
+            "effective_batch": (self.global_batch * self.cfg.grad_accum_steps if hasattr(self, "batch_size") else None),
+            "world_size": self.dist.world_size,
             "skipped_images": len(self.bundle.skipped) if hasattr(self, "bundle") else 0,
             "elapsed_s": round(elapsed, 2),
             "stop_reason": self.stop_reason or (self.early.reason if hasattr(self, "early") else ""),

@@ -270,8 +270,9 @@ def _check_registered(cfg: TrainConfig) -> None:
         raise ConfigError(f"loss: '{cfg.loss}' is not available. Allowed: auto, {', '.join(loss_names())}")
 
 
-def format_config_table(resolved: ResolvedConfig) -> list[str]:
-    """Plain text lines: key = value  [source] reason. Used by --print-config."""
+def format_config_table(resolved: ResolvedConfig, world_size: int = 1) -> list[str]:
+    """Plain text lines: key = value  [source] reason, then the batch over all processes. Used by
+    --print-config (world_size: the processes of `--gpus N` or of the torchrun job)."""
     rows = resolved.describe()
     width = max(len(k) for k, *_ in rows)
     lines = []
@@ -283,6 +284,7 @@ def format_config_table(resolved: ResolvedConfig) -> list[str]:
     scale = smallest_lr_scale_line(resolved.config)
     if scale:
         lines.append(scale)
+    lines += batch_lines(resolved.config, world_size)
     for w in resolved.warnings:
         lines.append(f"warning: {w}")
     return lines
@@ -300,3 +302,24 @@ def smallest_lr_scale_line(cfg: TrainConfig) -> Optional[str]:
     scale = cfg.layer_decay ** depth
     return (f"layer_decay {cfg.layer_decay:g} on {timm_name}: {depth + 1} LR levels, the earliest layers train at "
             f"{scale:.2g} x the LR ({scale * (cfg.lr or 0):.2g})")
+
+
+def batch_lines(cfg: TrainConfig, world_size: int) -> list[str]:
+    """Per-rank and global batch, and the LR rule that goes with them.
+
+    batch_size is per process (per GPU): the tips' batch-by-VRAM table and `medcls advise` size it for
+    one card. The spec ties the LR to model family and mode, not to batch size, so the LR is used as
+    is for the global batch; the linear-scaling rule (Goyal et al. 2017) is named for users who
+    change the global batch a lot, never applied silently."""
+    per_rank, accum = cfg.batch_size, cfg.grad_accum_steps
+    if world_size <= 1:
+        total = f"{per_rank * accum}" if isinstance(per_rank, int) else f"{per_rank} x {accum}"
+        return [f"batch: {per_rank} x {accum} accumulation = effective batch {total} (one process; "
+                "--gpus N / torchrun multiply it by N)"]
+    if not isinstance(per_rank, int):
+        return [f"batch: {per_rank} per GPU (measured on each), x {world_size} processes x {accum} accumulation",
+                f"lr rule: the tips' LR {cfg.lr:g} is used as is for the global batch (not rescaled)"]
+    global_batch = per_rank * world_size * accum
+    return [f"batch: {per_rank} per GPU x {world_size} processes x {accum} accumulation = global batch {global_batch}",
+            f"lr rule: the tips' LR {cfg.lr:g} is used as is for the global batch {global_batch} (the spec sets the LR by "
+            f"model and mode, not by batch); linear scaling would give {cfg.lr * world_size:g} (--lr to choose it)"]

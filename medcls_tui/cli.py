@@ -76,8 +76,11 @@ def resolve_from_cli(flags: dict[str, Any], extras: dict[str, Any]):
             raise ConfigError(str(err)) from None
         from core.runlock import RunLockedError, check_not_locked
 
+        from core.distributed import env_is_main
+
         try:
-            check_not_locked(resume_dir)  # before any slow set-up: the second writer hears at once
+            if env_is_main():  # in a torchrun job rank 0 takes the lock; the other ranks must not trip on it
+                check_not_locked(resume_dir)  # before any slow set-up: the second writer hears at once
         except RunLockedError as err:
             raise ConfigError(str(err)) from None
         data = load_yaml_file(resume_dir / "config.yaml") or {}
@@ -106,15 +109,24 @@ class _StopSignals:
     process ("terminate called without an active exception", no checkpoint, no summary).
     """
 
-    def __init__(self, control, on_abort) -> None:
+    def __init__(self, control, on_abort, echo_window_s: float = 0.0) -> None:
         self.control = control
         self.on_abort = on_abort
         self.received: list[str] = []
         self._previous: dict = {}
+        self.echo_window_s = echo_window_s
+        """Under torchrun a Ctrl-C arrives twice (from the terminal, and forwarded by the launcher): a
+        second signal this soon after the first is that echo, not a request to abort."""
+        self._first_at: Optional[float] = None
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
         import signal
+        import time
 
+        now = time.monotonic()
+        if self._first_at is not None and len(self.received) == 1 and now - self._first_at < self.echo_window_s:
+            return
+        self._first_at = self._first_at if self._first_at is not None else now
         self.received.append(signal.Signals(signum).name)
         self.control.request_stop()
         if len(self.received) >= 2:
@@ -172,7 +184,11 @@ def run_training(resolved, resume_dir=None, reporter=None) -> dict:
 
     from .reporter import ConsoleReporter
 
+    from core.distributed import env_is_main, env_world
+
     control = Control()
+    if not env_is_main():
+        reporter = _RankQuiet()  # rank 0 prints for the job; the others print only their own errors
     sink = _QuietOnBrokenTerminal(reporter or ConsoleReporter())
     trainer = Trainer(resolved, on_event=sink, control=control, resume_dir=resume_dir)
     result: dict = {}
@@ -186,7 +202,8 @@ def run_training(resolved, resume_dir=None, reporter=None) -> dict:
         finally:
             control.finished.set()  # also when fit() failed before its own finally
 
-    signals = _StopSignals(control, lambda: _abort(trainer, sink)).install()
+    echo = ECHO_WINDOW_S if env_world()[1] > 1 else 0.0
+    signals = _StopSignals(control, lambda: _abort(trainer, sink), echo_window_s=echo).install()
     thread = threading.Thread(target=target, name="medcls-train", daemon=True)
     announced = 0
     try:
@@ -202,6 +219,19 @@ def run_training(resolved, resume_dir=None, reporter=None) -> dict:
     if errors:
         raise errors[0]
     return result
+
+
+ECHO_WINDOW_S = 2.0
+
+
+class _RankQuiet:
+    """Reporter of ranks other than 0 in a torchrun job: silent (the engine sends them no events)."""
+
+    def __call__(self, event) -> None:
+        pass
+
+    def line(self, text: str) -> None:
+        pass
 
 
 def _abort(trainer, sink) -> None:
@@ -231,14 +261,20 @@ def train(**kwargs: Any) -> None:
     from core.resolve import format_config_table
 
     flags, extras = split_kwargs(kwargs)
+    gpus = extras.pop("gpus", None)
     try:
         resolved, resume_dir = resolve_from_cli(flags, extras)
     except ConfigError as err:
         fail(str(err))
+    from core.distributed import env_world
+
+    world = gpus or env_world()[1]
     if extras.get("print_config"):
-        for line in format_config_table(resolved):
+        for line in format_config_table(resolved, world_size=world):
             typer.echo(line)
         raise typer.Exit(0)
+    if gpus is not None and gpus > 1 and env_world()[1] == 1:
+        raise typer.Exit(_launch(gpus, resolved, flags, extras))
     from core.data.base import DataError
     from core.data_check import check_data_location
     from core.pretrained import EXIT_CODE as PRETRAINED_EXIT
@@ -260,6 +296,25 @@ def train(**kwargs: Any) -> None:
         fail(str(err).splitlines()[0] if str(err) else type(err).__name__, code=1)
     if summary.get("status") in ("failed", "diverged", "aborted"):
         raise typer.Exit(1)
+
+
+def _launch(gpus: int, resolved, flags: dict, extras: dict) -> int:
+    """--gpus N: the same command through torch.distributed.run, N ranks on this machine."""
+    from core.data_check import check_data_location
+    from core.config import ConfigError
+
+    from .launch import check_gpus, run_torchrun, train_argv
+
+    problem = check_gpus(gpus, resolved.config.device)
+    if problem:
+        fail(problem)
+    try:
+        check_data_location(resolved.config)
+    except ConfigError as err:
+        fail(str(err))
+    typer.echo(f"medcls: {gpus} processes through torch.distributed.run (rank 0 writes the run folder)", err=True)
+    code = run_torchrun(gpus, train_argv(flags, extras))
+    return 0 if code == 0 else (2 if code == 2 else 1)
 
 
 @presets_app.command("list")

@@ -66,6 +66,8 @@ def print_report(report: dict) -> None:
                   f"{table['grad_accum_steps']} accumulation = effective {table['effective_batch']}")
     for reason in table["reasons"]:
         console.print(f"    • {escape(reason)}", style="dim")
+    console.print("  batches here are per GPU: with --gpus N (or torchrun) each of the N processes takes this "
+                  "batch, so the global batch is N x the effective one")
     advice = list(table["model_advice"])
     if probe is not None:
         console.print(f"\n[bold]Measured probe[/] on {probe['device']} ({probe['elapsed_s']:.1f} s"

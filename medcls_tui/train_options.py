@@ -17,6 +17,7 @@ EXTRA_OPTIONS = {
     "preset": (Optional[str], typer.Option(None, "--preset", help="Preset name (medcls presets list) or a preset .yaml file.")),
     "config_file": (Optional[str], typer.Option(None, "--config", help="YAML config in the spec's shape (e.g. full_finetune: {layer_decay: 0.65}).")),
     "retrain": (Optional[str], typer.Option(None, "--retrain", help="Resume a run folder (path or name under --output_dir) exactly where it stopped.")),
+    "gpus": (Optional[int], typer.Option(None, "--gpus", help="Train with N processes on this machine (one per GPU; with --device cpu, N CPU processes) through torch.distributed.run; torchrun -m medcls_tui train ... does the same on several machines.")),
     "print_config": (bool, typer.Option(False, "--print-config", "--print_config", help="Print the resolved config with the source of every value, then exit.")),
 }
 

@@ -1,0 +1,87 @@
+"""`medcls train --gpus N`: the same run started through PyTorch's own launcher, torch.distributed.run
+(torchrun), with N processes on this machine. Nothing here trains: every rank runs `python -m
+medcls_tui train` with the same flags, and the engine (core/distributed.py) does the rest.
+
+The launcher runs in its own session, so a Ctrl-C reaches it once, through this process: the first
+signal is passed on as SIGTERM (torchrun forwards it to every rank, which stop together after the
+current step with a checkpoint), a second one is sent to the whole group (every rank aborts).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from typing import Any, Optional
+
+SHUTDOWN_TIMEOUT_S = 600
+"""How long torchrun lets the ranks finish a requested stop (checkpoint + summary) before SIGKILL."""
+
+
+def launched_by_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+
+
+def train_argv(flags: dict[str, Any], extras: dict[str, Any]) -> list[str]:
+    """The `medcls train` arguments that give the same resolved config (flags as given, not resolved,
+    so tips and presets are applied by each rank exactly as here)."""
+    argv: list[str] = []
+    for key in ("preset", "config_file", "retrain"):
+        if extras.get(key):
+            argv += ["--config" if key == "config_file" else f"--{key}", str(extras[key])]
+    for key, value in flags.items():
+        if isinstance(value, bool):
+            argv.append(f"--{key}" if value else f"--no_{key}")
+        elif value is not None:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+def torchrun_argv(nproc: int, train_args: list[str]) -> list[str]:
+    """torch.distributed.run on this machine: a standalone rendezvous on a free local port."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            f"--shutdown_timeout={SHUTDOWN_TIMEOUT_S}", "-m", "medcls_tui", "train", *train_args]
+
+
+def check_gpus(nproc: int, device: Optional[str]) -> Optional[str]:
+    """Why N processes cannot run here, or None. CPU processes (--device cpu) use gloo and need no GPU."""
+    if nproc < 1:
+        return f"--gpus: must be >= 1 (got {nproc})"
+    if (device or "auto") == "cpu":
+        return None
+    if (device or "auto").startswith("cuda:"):
+        return f"--gpus {nproc}: each rank picks its own GPU (cuda:LOCAL_RANK); use --device cuda or auto, not {device}"
+    import torch
+
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if found < nproc:
+        return (f"--gpus {nproc}: {found} CUDA GPU(s) visible on this machine; use --gpus {found or 1}"
+                + (", or --device cpu for CPU processes (gloo)" if found == 0 else ""))
+    return None
+
+
+def run_torchrun(nproc: int, train_args: list[str], env: Optional[dict[str, str]] = None) -> int:
+    """Start torchrun with N ranks and wait; returns its exit code. Signals are passed on (see module doc)."""
+    child = subprocess.Popen(torchrun_argv(nproc, train_args), start_new_session=True, env=env)
+    received: list[int] = []
+
+    def forward(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+        received.append(signum)
+        try:
+            if len(received) == 1:
+                os.kill(child.pid, signal.SIGTERM)  # torchrun passes it to every rank: graceful stop
+            else:
+                os.killpg(child.pid, signal.SIGINT)  # a second signal for every rank: abort
+        except ProcessLookupError:
+            pass
+
+    previous = {}
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            previous[sig] = signal.signal(sig, forward)
+    try:
+        return child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
