@@ -108,3 +108,18 @@ def test_per_class_auroc_says_it_scrolls_when_it_cannot_fit():
     assert "5 of 14 rows shown, scroll" in tight
     roomy = class_auroc_text(state, width=78, height=10).plain  # two columns of 7
     assert "scroll" not in roomy and len(roomy.splitlines()) == 8
+
+
+async def test_live_header_fits_again_when_the_terminal_shrinks(tmp_path):
+    """A resize alone (no new event) refits the header: the loss stays visible at the new width."""
+    app = make_app(tmp_path / "runs")
+    async with app.run_test(size=(160, 24)) as pilot:
+        await _live(pilot, scripted_events(f"runs/{LONG_NAME}"))
+        await wait_for_text(pilot, "loss 0.6320", LONG_NAME)
+        await pilot.resize_terminal(80, 24)
+
+        def header_fits() -> bool:
+            lines = [ln for ln in screen_text(app).splitlines() if "RUNNING" in ln]
+            return bool(lines) and "loss 0.6320" in lines[0] and LONG_NAME not in lines[0]
+
+        await wait_for(pilot, header_fits, what="header refitted to 80 columns")

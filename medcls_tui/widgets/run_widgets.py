@@ -107,20 +107,24 @@ def speed_line(state: RunState, stable: bool, ascii: bool = False, width: int = 
     return text
 
 
-class RunHeader(Vertical):
-    """Status, epoch/step, overall progress bar, ETA, img/s and memory: two text lines."""
-
-    def compose(self) -> ComposeResult:
-        yield Static(id="run-status")
-        yield Static(id="run-speed")
+class RefitOnResize:
+    """Mixin for widgets whose text depends on their width: `show()` remembers its arguments in
+    `_shown`, and a resize (the first layout, or the terminal changing) shows them again."""
 
     def on_resize(self) -> None:
-        """Shown before the layout knew the width (or the terminal changed): fit the lines again."""
         if getattr(self, "_shown", None) is not None:
             try:
                 self.show(*self._shown)
             except NoMatches:  # resized while its screen is being removed
                 pass
+
+
+class RunHeader(RefitOnResize, Vertical):
+    """Status, epoch/step, overall progress bar, ETA, img/s and memory: two text lines."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="run-status")
+        yield Static(id="run-speed")
 
     def show(self, state: RunState, stable: bool = False, ascii: bool = False) -> None:
         self._shown = (state, stable, ascii)
@@ -249,16 +253,9 @@ def class_auroc_text(state: RunState, ascii: bool = False, width: int = 0, heigh
     return text
 
 
-class ClassAurocPanel(VerticalScroll):
+class ClassAurocPanel(RefitOnResize, VerticalScroll):
     def compose(self) -> ComposeResult:
         yield Static(id="class-auroc-text")
-
-    def on_resize(self) -> None:
-        if getattr(self, "_shown", None) is not None:
-            try:
-                self.show(*self._shown)
-            except NoMatches:  # resized while its screen is being removed
-                pass
 
     def show(self, state: RunState, ascii: bool = False) -> None:
         self._shown = (state, ascii)
