@@ -3,8 +3,10 @@
 medcls_tui train` with the same flags, and the engine (core/distributed.py) does the rest.
 
 The launcher runs in its own session, so a Ctrl-C reaches it once, through this process: the first
-signal is passed on as SIGTERM (torchrun forwards it to every rank, which stop together after the
-current step with a checkpoint), a second one is sent to the whole group (every rank aborts).
+signal is passed on as SIGTERM to every rank (torchrun's children), which stop together after the
+current step with a checkpoint and exit 0, so torchrun ends cleanly too (signalling torchrun itself
+would make it print a traceback and fail the job); a second one is sent to the whole group (every
+rank aborts).
 """
 from __future__ import annotations
 
@@ -60,6 +62,18 @@ def check_gpus(nproc: int, device: Optional[str]) -> Optional[str]:
     return None
 
 
+def rank_pids(launcher_pid: int) -> list[int]:
+    """The launcher's child processes (torchrun's ranks), read from /proc; empty where it cannot tell."""
+    pids: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{launcher_pid}/task"):
+            with open(f"/proc/{launcher_pid}/task/{task}/children", encoding="ascii") as fh:
+                pids += [int(p) for p in fh.read().split()]
+    except (OSError, ValueError):
+        return []
+    return pids
+
+
 def run_torchrun(nproc: int, train_args: list[str], env: Optional[dict[str, str]] = None) -> int:
     """Start torchrun with N ranks and wait; returns its exit code. Signals are passed on (see module doc)."""
     child = subprocess.Popen(torchrun_argv(nproc, train_args), start_new_session=True, env=env)
@@ -69,7 +83,8 @@ def run_torchrun(nproc: int, train_args: list[str], env: Optional[dict[str, str]
         received.append(signum)
         try:
             if len(received) == 1:
-                os.kill(child.pid, signal.SIGTERM)  # torchrun passes it to every rank: graceful stop
+                for pid in rank_pids(child.pid) or [child.pid]:  # no ranks yet: torchrun passes it on
+                    os.kill(pid, signal.SIGTERM)  # graceful stop of every rank at the same step
             else:
                 os.killpg(child.pid, signal.SIGINT)  # a second signal for every rank: abort
         except ProcessLookupError:

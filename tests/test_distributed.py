@@ -458,11 +458,12 @@ def test_ctrl_c_on_gpus_stops_every_rank_at_the_same_step_with_a_checkpoint(tmp_
             assert time.monotonic() < deadline, "no step 2"
             time.sleep(0.2)
         job.proc.send_signal(signal.SIGINT)
-        job.wait()
+        rc = job.wait()
     finally:
         job.kill()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "stopped", job.output()
+    assert rc == 0 and "Traceback" not in job.output(), job.output()[-3000:]  # torchrun ends cleanly too
     last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert last["position"]["global_step"] == summary["global_step"] == records(run, "Step")[-1]["global_step"]
     assert summary["epochs_completed"] < 20
