@@ -47,7 +47,7 @@ def gather_rank(rank: int, world: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     from core.distributed import DistContext, shard_sizes, val_shard
 
-    dist = DistContext.from_env().init(torch.device("cpu"), timeout_minutes=2)
+    dist = DistContext.from_env().init(torch.device("cpu"), timeout_minutes=10)
     try:
         logits, targets = fixed_predictions()
         mine = val_shard(len(targets), rank, world)

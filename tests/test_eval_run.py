@@ -262,7 +262,7 @@ async def test_app_runs_screen_opens_the_evaluation_and_scores_val_in_a_worker(f
         assert "test split" in screen_text(app)
         (run / "eval_val.json").unlink(missing_ok=True)
         await press(pilot, "v")
-        await wait_for(pilot, lambda: not screen.busy and screen.split == "val", timeout=120, what="val evaluation")
+        await wait_for(pilot, lambda: not screen.busy and screen.split == "val", timeout=600, what="val evaluation")
         assert (run / "eval_val.json").is_file() and screen.report["n"] == 14
         assert table.row_count == 6
 

@@ -90,7 +90,7 @@ def test_timm_name_snapshot_is_timms_list_for_the_installed_version():
 def test_model_names_resolve_without_timm_and_suggest_close_names():
     code = ("import sys; from core.model_names import resolve_model_name as r; "
             "print(r('convnext'), r('resnet18'), r('EfficientNet_B0'), 'timm' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.stdout.split() == ["convnext_tiny", "resnet18", "efficientnet_b0", "False"], proc.stderr
     with pytest.raises(ConfigError, match=r"model: unknown model 'resnet_50'\. Did you mean 'resnet50'"):
         resolve_config({"model": "resnet_50"}, vram_gib=None)

@@ -44,7 +44,7 @@ async def test_run_detail_draws_every_visible_chart_without_pressing_v(finished_
         plots = [p for p in app.screen.query(CurvePlot) if p.display]
         assert len(plots) == (3 if size[0] >= 120 else 1)
         await wait_for(pilot, lambda: all(p._drawn is not None and p.size.width > 0 for p in plots),
-                       timeout=20, what="every chart drawn")
+                       timeout=300, what="every chart drawn")
         if size[0] >= 120:
             text = screen_text(app)
             assert "val_auroc" in text and "Learning rate (x1e" in text  # titles of the metric and LR charts

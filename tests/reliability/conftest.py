@@ -39,7 +39,7 @@ def child_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def run_cli(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cli(tmp_path: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(medcls_cmd(*args), cwd=tmp_path, env=child_env(tmp_path), capture_output=True,
                           text=True, timeout=timeout)
 
@@ -73,7 +73,7 @@ class TrainProcess:
         self.log.flush()
         return Path(self.log.name).read_text(errors="replace")
 
-    def wait_for(self, condition, what: str, timeout: float = 180.0):
+    def wait_for(self, condition, what: str, timeout: float = 600.0):
         """Poll a condition on the run's files/output (not a sleep standing in for an event)."""
         import time
 
@@ -87,7 +87,7 @@ class TrainProcess:
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {what}:\n{self.output()[-3000:]}")
 
-    def finish(self, timeout: float = 180.0) -> int:
+    def finish(self, timeout: float = 600.0) -> int:
         return self.proc.wait(timeout=timeout)
 
     def close(self) -> None:

@@ -34,7 +34,7 @@ def finished_run(tmp_path_factory):
     """One finished 1-epoch run, copied by each test that damages it."""
     root = tmp_path_factory.mktemp("finished")
     done = run_cli(root, "train", *TINY_ARGS, "--epochs", "1", "--num_workers", "0", "--output_dir",
-                   str(root / "runs"), "--run_name", "done", timeout=300)
+                   str(root / "runs"), "--run_name", "done", timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return root / "runs" / "done"
 
@@ -91,7 +91,7 @@ def test_kill_loses_at_most_checkpoint_every_steps_and_the_lock_guards_the_run(t
                         "five training steps")
     # a second writer while the first trains: one line naming the holder, nothing written by it
     assert list_runs(str(out))[0].status == "running"
-    second = run_cli(tmp_path, "train", "--retrain", "r", "--output_dir", str(out), timeout=300)
+    second = run_cli(tmp_path, "train", "--retrain", "r", "--output_dir", str(out), timeout=600)
     assert_one_line_error(second, 2, "being written by another process", f"pid {proc.proc.pid}")
 
     os.killpg(proc.proc.pid, signal.SIGKILL)
@@ -104,7 +104,7 @@ def test_kill_loses_at_most_checkpoint_every_steps_and_the_lock_guards_the_run(t
 
     end = saved["position"]["epoch"] + 1  # finish the epoch the kill interrupted
     resumed = run_cli(tmp_path, "train", "--retrain", "r", "--output_dir", str(out), "--epochs", str(end),
-                      timeout=300)
+                      timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert read_summary(run)["status"] == "finished"
     assert not list((run / "checkpoints").glob(".*tmp*")) and not (run / "run.lock").exists()

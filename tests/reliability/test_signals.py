@@ -73,7 +73,7 @@ def test_stopped_run_resumes_to_the_end(tmp_path, train_process):
     stopped = read_summary(run_dir)
     stopped_at = stopped["global_step"]
     end = str(stopped["epochs_completed"] + 1)  # finish the epoch the signal interrupted
-    done = run_cli(tmp_path, "train", "--retrain", "r", "--output_dir", str(out), "--epochs", end, timeout=300)
+    done = run_cli(tmp_path, "train", "--retrain", "r", "--output_dir", str(out), "--epochs", end, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = read_summary(run_dir)
     assert summary["status"] == "finished" and summary["global_step"] > stopped_at
