@@ -335,30 +335,38 @@ def ddp_job(tmp_path_factory):
 
 
 @pytest.mark.processes
-async def test_the_app_follows_a_distributed_run_from_its_folder(ddp_job):
+async def test_the_app_follows_a_distributed_run_from_its_folder(tmp_path):
     """The app is not rank 0's process: the runs screen shows the job running (rank 0 holds run.lock),
-    and the run's detail screen follows metrics.jsonl until the job finishes."""
+    and the run's detail screen follows metrics.jsonl to the job's end. The job is long (50 epochs) and
+    the test ends it with a Ctrl-C once the detail screen shows it running, so how fast this machine
+    trains never decides what the app sees."""
     from medcls_tui.screens.run_detail import RunDetailScreen
     from medcls_tui.screens.runs import RunsScreen
     from test_tui_helpers import make_app, picker_ready, screen_text, wait_for, wait_for_text
 
-    run = ddp_job.out / "ddp"
-    app = make_app(ddp_job.out)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await picker_ready(pilot)
-        await wait_for(pilot, lambda: (run / "metrics.jsonl").is_file() and bool(records(run, "RunStarted")),
-                       timeout=JOB_TIMEOUT_S, what="rank 0 starting the run")
-        assert ddp_job.proc.poll() is None, ddp_job.output()
-        await pilot.press("r")
-        await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunsScreen))
-        listed = await wait_for_text(pilot, "ddp", "running")
-        assert "ddp" in listed
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunDetailScreen))
-        await wait_for_text(pilot, "ddp", "running")
-        await wait_for(pilot, lambda: "finished" in screen_text(pilot.app), timeout=JOB_TIMEOUT_S,
-                       what="the detail screen following the run to its end")
-        assert records(run, "RunFinished")  # it followed the folder to the end, not a cached state
+    job = Job(tmp_path / "runs", "--run_name", "ddp", "--epochs", "50")
+    run = job.out / "ddp"
+    try:
+        app = make_app(job.out)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await picker_ready(pilot)
+            await wait_for(pilot, lambda: (run / "metrics.jsonl").is_file() and bool(records(run, "RunStarted")),
+                           timeout=JOB_TIMEOUT_S, what="rank 0 starting the run")
+            assert job.proc.poll() is None, job.output()
+            await pilot.press("r")
+            await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunsScreen))
+            listed = await wait_for_text(pilot, "ddp", "running")
+            assert "ddp" in listed
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunDetailScreen))
+            await wait_for_text(pilot, "ddp", "running")
+            job.proc.send_signal(signal.SIGINT)  # both ranks stop after one step; rank 0 writes the summary
+            await wait_for(pilot, lambda: "stopped" in screen_text(pilot.app), timeout=JOB_TIMEOUT_S,
+                           what="the detail screen following the run to its end")
+            assert records(run, "RunFinished")  # it followed the folder to the end, not a cached state
+        assert job.wait() == 0, job.output()[-3000:]
+    finally:
+        job.kill()
 
 
 @pytest.mark.processes
