@@ -165,7 +165,7 @@ def test_no_subcommand_without_tty_trains_the_preset_headless(tmp_path):
     out = tmp_path / "runs"
     result = runner.invoke(app, ["--preset", str(tiny), "--output_dir", str(out)])
     assert result.exit_code == 0, result.output
-    assert "no terminal for the app" in result.output and "finished: 1 epochs" in result.output
+    assert "no terminal for the app" in result.output and "finished: 1 epoch," in result.output
     assert len(list(out.iterdir())) == 1
     bad = runner.invoke(app, ["--preset", "nope", "--output_dir", str(out)])
     assert bad.exit_code == 2 and "unknown preset 'nope'" in bad.output
@@ -176,7 +176,7 @@ def test_train_py_shim_runs_as_written(tmp_path):
            "--epochs", "1", *TINY_TAIL[2:], "--output_dir", str(tmp_path / "runs")]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "finished: 1 epochs" in proc.stdout
+    assert "finished: 1 epoch," in proc.stdout
 
 
 def test_bad_data_option_is_reported_once_and_fails(tmp_path):
