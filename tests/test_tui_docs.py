@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from medcls_tui.widgets.curves import CurvePlot
 from test_tui_helpers import gpu_hardware, make_app, picker_ready, screen_text, wait_for
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "TUI_SCREENS.md"
@@ -155,7 +156,9 @@ async def _capture(name: str, tmp_path: Path, monkeypatch) -> str:
                     await pilot.press("down", "down", "enter")
                     await wait_for(pilot, lambda: isinstance(app.screen, RunDetailScreen))
                     await pilot.press("2")
-        await pilot.pause(0.3)
+        await wait_for(pilot, lambda: all(p._drawn is not None for p in app.screen.query(CurvePlot) if p.display),
+                       what="every visible chart drawn")
+        await pilot.pause()
         return screen_text(app).rstrip("\n")
 
 
