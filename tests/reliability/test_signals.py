@@ -16,6 +16,17 @@ pytestmark = pytest.mark.processes  # real processes and signals: minutes, run b
 from .conftest import TINY_ARGS, run_cli, run_dir_of, step_records
 
 
+def _stopped_cleanly(proc, run_dir) -> dict:
+    """The process exited 0 with no abort or traceback, and its summary says `stopped`."""
+    rc = proc.finish()
+    text = proc.output()
+    assert rc == 0, text[-3000:]
+    assert "terminate called" not in text and "Traceback" not in text, text[-3000:]
+    summary = read_summary(run_dir)
+    assert summary["status"] == "stopped", summary
+    return summary
+
+
 def _started(proc, out):
     return proc.wait_for(lambda: (d := run_dir_of(out)) is not None and len(step_records(d)) >= 2 and d,
                          "two training steps")
@@ -32,12 +43,7 @@ def test_one_signal_stops_after_the_step_with_checkpoint_and_summary(tmp_path, t
     proc = train_process(*TINY_ARGS, "--epochs", "50", "--num_workers", workers, "--output_dir", str(out))
     run_dir = _started(proc, out)
     (os_kill := __import__("os").killpg if group else __import__("os").kill)(proc.proc.pid, sig)
-    rc = proc.finish()
-    text = proc.output()
-    assert rc == 0, text[-3000:]
-    assert "terminate called" not in text and "Traceback" not in text, text[-3000:]
-    summary = read_summary(run_dir)
-    assert summary["status"] == "stopped", summary
+    summary = _stopped_cleanly(proc, run_dir)
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True, map_location="cpu")
     assert state["position"]["global_step"] == summary["global_step"] >= 2
     assert list_runs(str(out))[0].status == "stopped"
@@ -95,12 +101,7 @@ def test_signal_during_validation_finishes_it_then_stops_with_the_epoch_checkpoi
     run_dir = proc.wait_for(lambda: (d := run_dir_of(out)) is not None and len(step_records(d)) >= 1 and d,
                             "the first step (validation follows at once)")
     (os.killpg if group else os.kill)(proc.proc.pid, signal.SIGINT)
-    rc = proc.finish()
-    text = proc.output()
-    assert rc == 0, text[-3000:]
-    assert "terminate called" not in text and "Traceback" not in text, text[-3000:]
-    summary = read_summary(run_dir)
-    assert summary["status"] == "stopped", summary
+    summary = _stopped_cleanly(proc, run_dir)
     assert summary["epochs_completed"] == 1 and summary["global_step"] == 1, summary
     from core.runs import read_metrics
 
