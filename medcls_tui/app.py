@@ -160,8 +160,14 @@ class MedclsApp(App):
             except RuntimeError:
                 pass  # the app already ended
 
+    def _active_screen(self) -> Any:
+        """The screen on top, or None while the app shuts down: timer ticks and thread callbacks can
+        land after the last screen is gone, and `self.screen` raises then."""
+        screens = self.screen_stack
+        return screens[-1] if screens else None
+
     def _engine_loaded(self) -> None:
-        if hasattr(self.screen, "engine_loaded"):
+        if hasattr(self._active_screen(), "engine_loaded"):
             self.screen.engine_loaded()
 
     def list_presets(self) -> list:
@@ -178,7 +184,7 @@ class MedclsApp(App):
 
     def _hardware_ready(self, hardware: Any) -> None:
         self.hardware = hardware
-        if hasattr(self.screen, "hardware_changed"):
+        if hasattr(self._active_screen(), "hardware_changed"):
             self.screen.hardware_changed()
 
     def tips_vram(self) -> Optional[float] | str:
@@ -246,7 +252,7 @@ class MedclsApp(App):
         if events or not session.active or now - self._last_refresh > 1.0:
             self._last_refresh = now
             self._update_sub_title(state)
-            refresh = getattr(self.screen, "refresh_view", None)
+            refresh = getattr(self._active_screen(), "refresh_view", None)
             if refresh is not None:
                 refresh()
         if not session.active and not session.announced and (state.finished or state.error):
