@@ -247,12 +247,14 @@ class MedclsApp(App):
         events = session.buffer.drain()
         if events:
             session.state.apply_all(events)
+        if self._active_screen() is None:  # shutting down: the state is folded, nothing left to draw
+            return
         state = session.state
         now = time.monotonic()
         if events or not session.active or now - self._last_refresh > 1.0:
             self._last_refresh = now
             self._update_sub_title(state)
-            refresh = getattr(self._active_screen(), "refresh_view", None)
+            refresh = getattr(self.screen, "refresh_view", None)
             if refresh is not None:
                 refresh()
         if not session.active and not session.announced and (state.finished or state.error):
