@@ -10,9 +10,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Static
 
 from .. import advice as adv
+from ..widgets.header import MedclsHeader
 
 
 def advisor_text(hardware: Any, resolved: Any, table: Any, probe: Any, probe_state: str,
@@ -96,7 +97,7 @@ class AdvisorScreen(Screen):
         self.table: Any = None
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield MedclsHeader()
         with VerticalScroll(id="advisor", classes="pane"):
             yield Static(id="advisor-text")
         yield Footer()

@@ -11,10 +11,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
+from textual.widgets import DataTable, Footer, ProgressBar, Static
 from textual_plotext import PlotextPlot
 
 from core.evaluation.report import COLUMNS, headline, table_rows
+
+from ..widgets.header import MedclsHeader
 
 SPLITS_SHOWN = ("test", "val")
 """Which saved report the screen opens with: the test split when the run has one."""
@@ -53,7 +55,7 @@ class EvaluationScreen(Screen):
         self.busy = False
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield MedclsHeader()
         yield Static(id="eval-title")
         yield DataTable(id="eval-table", zebra_stripes=True, cursor_type="row")
         yield PlotextPlot(id="eval-roc")

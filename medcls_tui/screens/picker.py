@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, OptionList, Static
+from textual.widgets import Footer, OptionList, Static
 from textual.worker import get_current_worker
 
 from core.config import field_doc
@@ -26,6 +26,7 @@ from ..picker_logic import (
     preset_key,
     resolve_form,
 )
+from ..widgets.header import MedclsHeader
 from ..widgets.preset_list import PresetList
 from ..widgets.settings_form import SettingsForm
 from ..widgets.tips_panel import TipsPanel, tips_text
@@ -78,7 +79,7 @@ class PickerScreen(Screen):
         """Why the last ctrl+t run could not start; shown until the settings change."""
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield MedclsHeader()
         with Horizontal(id="picker-body"):
             with Vertical(id="presets-pane", classes="pane"):
                 yield PresetList(id="presets")

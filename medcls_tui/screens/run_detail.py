@@ -8,9 +8,10 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Static
 
 from ..run_state import TERMINAL, RunState, fmt_value
+from ..widgets.header import MedclsHeader
 from ..widgets.run_dashboard import VIEWS, RunDashboard
 
 FOLLOW_INTERVAL_S = 2.0
@@ -55,7 +56,7 @@ class RunDetailScreen(Screen):
         self._metrics_size = -1
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield MedclsHeader()
         yield Static(id="detail-title")
         yield RunDashboard(id="dashboard")
         yield Footer()

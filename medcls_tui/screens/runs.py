@@ -7,9 +7,10 @@ from typing import Optional
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Footer, Static
 
 from ..run_state import count
+from ..widgets.header import MedclsHeader
 from ..widgets.run_widgets import shorten
 
 RESUMABLE = ("stopped", "incomplete", "interrupted", "aborted", "failed")
@@ -84,7 +85,7 @@ class RunsScreen(Screen):
         self.runs: dict[str, object] = {}
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield MedclsHeader()
         yield Static(id="runs-title")
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static(id="runs-hint")

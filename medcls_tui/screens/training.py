@@ -8,9 +8,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Static
 
 from ..run_state import RunState
+from ..widgets.header import MedclsHeader
 from ..widgets.run_dashboard import VIEWS, RunDashboard
 from ..widgets.system_monitor import SystemMonitorBar
 
@@ -57,7 +58,7 @@ class TrainingScreen(Screen):
     ]
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield MedclsHeader()
         yield RunDashboard(id="dashboard")
         yield SystemMonitorBar(id="system-monitor")
         yield Static(id="run-result")
