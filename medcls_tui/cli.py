@@ -109,14 +109,18 @@ class _StopSignals:
     process ("terminate called without an active exception", no checkpoint, no summary).
     """
 
-    def __init__(self, control, on_abort, echo_window_s: float = 0.0) -> None:
+    def __init__(self, control, on_abort, echo_window_s: float = 0.0, echo_any_kind: bool = False) -> None:
         self.control = control
         self.on_abort = on_abort
         self.received: list[str] = []
         self._previous: dict = {}
         self.echo_window_s = echo_window_s
-        """Under torchrun a Ctrl-C arrives twice (from the terminal, and forwarded by the launcher): a
-        second signal this soon after the first is that echo, not a request to abort."""
+        """A signal to the process group arrives twice: once directly, once forwarded by the launcher
+        (`uv run` forwards SIGINT/SIGTERM/SIGHUP; torchrun turns a Ctrl-C into SIGTERM to each rank).
+        A second signal this soon after the first is that echo, not a request to abort."""
+        self.echo_any_kind = echo_any_kind
+        """Under torchrun the echo can be another signal; otherwise only the same signal is an echo,
+        so two different signals (SIGTERM then SIGINT) still abort at once."""
         self._first_at: Optional[float] = None
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
@@ -124,10 +128,12 @@ class _StopSignals:
         import time
 
         now = time.monotonic()
-        if self._first_at is not None and len(self.received) == 1 and now - self._first_at < self.echo_window_s:
+        name = signal.Signals(signum).name
+        if (self._first_at is not None and len(self.received) == 1 and now - self._first_at < self.echo_window_s
+                and (self.echo_any_kind or name == self.received[0])):
             return
         self._first_at = self._first_at if self._first_at is not None else now
-        self.received.append(signal.Signals(signum).name)
+        self.received.append(name)
         self.control.request_stop()
         if len(self.received) >= 2:
             self.on_abort()  # right here, so a stop that is finishing cannot race past the abort
@@ -202,8 +208,9 @@ def run_training(resolved, resume_dir=None, reporter=None) -> dict:
         finally:
             control.finished.set()  # also when fit() failed before its own finally
 
-    echo = ECHO_WINDOW_S if env_world()[1] > 1 else 0.0
-    signals = _StopSignals(control, lambda: _abort(trainer, sink), echo_window_s=echo).install()
+    several = env_world()[1] > 1
+    signals = _StopSignals(control, lambda: _abort(trainer, sink), echo_window_s=ECHO_WINDOW_S if several else 1.0,
+                           echo_any_kind=several).install()
     thread = threading.Thread(target=target, name="medcls-train", daemon=True)
     announced = 0
     try:

@@ -208,14 +208,31 @@ def test_a_ctrl_c_forwarded_by_torchrun_is_one_stop_not_an_abort():
 
     aborts = []
     control = Control()
-    handler = _StopSignals(control, lambda: aborts.append(1), echo_window_s=60.0)
+    handler = _StopSignals(control, lambda: aborts.append(1), echo_window_s=60.0, echo_any_kind=True)
     handler._handle(signal.SIGINT, None)
-    handler._handle(signal.SIGINT, None)
+    handler._handle(signal.SIGTERM, None)
     assert control.stop_requested and handler.received == ["SIGINT"] and not aborts
     plain = _StopSignals(Control(), lambda: aborts.append(1), echo_window_s=0.0)
     plain._handle(signal.SIGINT, None)
     plain._handle(signal.SIGINT, None)
     assert aborts == [1]
+
+
+def test_a_group_signal_forwarded_by_uv_run_is_one_stop_but_two_kinds_abort():
+    """`uv run medcls train` and a signal to the group (Ctrl-C, a closed SSH session, `timeout`): the
+    process gets it directly and again from uv, so the same signal at once is one stop request; two
+    different signals are two requests, and the second aborts."""
+    from core.events import Control
+    from medcls_tui.cli import _StopSignals
+
+    aborts = []
+    control = Control()
+    handler = _StopSignals(control, lambda: aborts.append(1), echo_window_s=60.0)
+    for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGHUP):
+        handler._handle(sig, None)
+        if sig == signal.SIGTERM:
+            assert control.stop_requested and handler.received == ["SIGTERM"] and not aborts
+    assert handler.received == ["SIGTERM", "SIGHUP"] and aborts == [1]
 
 
 def test_sync_bn_converts_batchnorm_on_gpus_and_says_why_not_elsewhere(tiny_flags):
