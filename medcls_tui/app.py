@@ -167,8 +167,9 @@ class MedclsApp(App):
         return screens[-1] if screens else None
 
     def _engine_loaded(self) -> None:
-        if hasattr(self._active_screen(), "engine_loaded"):
-            self.screen.engine_loaded()
+        screen = self._active_screen()
+        if hasattr(screen, "engine_loaded"):
+            screen.engine_loaded()
 
     def list_presets(self) -> list:
         from core.presets import list_presets
@@ -184,8 +185,9 @@ class MedclsApp(App):
 
     def _hardware_ready(self, hardware: Any) -> None:
         self.hardware = hardware
-        if hasattr(self._active_screen(), "hardware_changed"):
-            self.screen.hardware_changed()
+        screen = self._active_screen()
+        if hasattr(screen, "hardware_changed"):
+            screen.hardware_changed()
 
     def tips_vram(self) -> Optional[float] | str:
         """GPU memory the tips assume: the setting, else the app's hardware reading, else engine detection."""

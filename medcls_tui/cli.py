@@ -209,7 +209,8 @@ def run_training(resolved, resume_dir=None, reporter=None) -> dict:
             control.finished.set()  # also when fit() failed before its own finally
 
     several = env_world()[1] > 1
-    signals = _StopSignals(control, lambda: _abort(trainer, sink), echo_window_s=ECHO_WINDOW_S if several else 1.0,
+    echo_window_s = ECHO_WINDOW_S if several else UV_ECHO_WINDOW_S
+    signals = _StopSignals(control, lambda: _abort(trainer, sink), echo_window_s=echo_window_s,
                            echo_any_kind=several).install()
     thread = threading.Thread(target=target, name="medcls-train", daemon=True)
     announced = 0
@@ -229,6 +230,9 @@ def run_training(resolved, resume_dir=None, reporter=None) -> dict:
 
 
 ECHO_WINDOW_S = 2.0
+"""Under torchrun: any second signal this soon after the first is the launcher's echo."""
+UV_ECHO_WINDOW_S = 1.0
+"""One process (under `uv run`, which forwards the group's signal): the same signal this soon is the echo."""
 
 
 class _RankQuiet:
