@@ -12,7 +12,7 @@ from textual.widgets import Footer, Static
 
 from ..run_state import TERMINAL, RunState, fmt_value
 from ..widgets.header import MedclsHeader
-from ..widgets.run_dashboard import VIEWS, RunDashboard
+from ..widgets.run_dashboard import VIEW_BINDINGS, DashboardViewActions, RunDashboard
 
 FOLLOW_INTERVAL_S = 2.0
 
@@ -37,13 +37,9 @@ def detail_text(run_dir: Path, state: RunState) -> Text:
     return text
 
 
-class RunDetailScreen(Screen):
+class RunDetailScreen(DashboardViewActions, Screen):
     BINDINGS = [
-        Binding("v", "next_view", "Chart"),
-        Binding("1", "view('loss')", "Loss", show=False),
-        Binding("2", "view('metric')", "Metric", show=False),
-        Binding("3", "view('lr')", "LR", show=False),
-        Binding("4", "view('classes')", "AUROC/class", show=False),
+        *VIEW_BINDINGS,
         Binding("e", "resume", "Resume/extend"),
         Binding("t", "evaluation", "Evaluation"),
         Binding("escape", "back", "Back"),
@@ -80,13 +76,6 @@ class RunDetailScreen(Screen):
         settings = self.app.settings
         self.query_one("#detail-title", Static).update(detail_text(self.run_dir, self.state))
         self.query_one(RunDashboard).show(self.state, stable=settings.stable, ascii=settings.ascii, force=True)
-
-    def action_next_view(self) -> None:
-        self.query_one(RunDashboard).next_view()
-
-    def action_view(self, name: str) -> None:
-        if name in VIEWS:
-            self.query_one(RunDashboard).view = name
 
     def action_resume(self) -> None:
         if self.state is None:

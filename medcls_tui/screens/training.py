@@ -12,7 +12,7 @@ from textual.widgets import Footer, Static
 
 from ..run_state import RunState
 from ..widgets.header import MedclsHeader
-from ..widgets.run_dashboard import VIEWS, RunDashboard
+from ..widgets.run_dashboard import VIEW_BINDINGS, DashboardViewActions, RunDashboard
 from ..widgets.system_monitor import SystemMonitorBar
 
 
@@ -42,16 +42,12 @@ def result_text(state: RunState, stable: bool) -> Text:
     return text
 
 
-class TrainingScreen(Screen):
+class TrainingScreen(DashboardViewActions, Screen):
     BINDINGS = [
         Binding("p", "toggle_pause", "Pause/resume"),
         Binding("s", "stop", "Stop"),
         Binding("c", "checkpoint", "Checkpoint"),
-        Binding("v", "next_view", "Chart"),
-        Binding("1", "view('loss')", "Loss", show=False),
-        Binding("2", "view('metric')", "Metric", show=False),
-        Binding("3", "view('lr')", "LR", show=False),
-        Binding("4", "view('classes')", "AUROC/class", show=False),
+        *VIEW_BINDINGS,
         Binding("escape", "back", "Back"),
         Binding("r", "runs", "Runs"),
         Binding("q", "app.quit", "Quit", show=False),
@@ -117,13 +113,6 @@ class TrainingScreen(Screen):
 
     def action_checkpoint(self) -> None:
         self.app.save_now()
-
-    def action_next_view(self) -> None:
-        self.query_one(RunDashboard).next_view()
-
-    def action_view(self, name: str) -> None:
-        if name in VIEWS:
-            self.query_one(RunDashboard).view = name
 
     def action_back(self) -> None:
         self.app.pop_screen()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.widgets import Static
@@ -16,6 +17,22 @@ from .run_widgets import ClassAurocPanel, EarlyStopPanel, RunHeader, WarningsPan
 
 VIEWS = ("loss", "metric", "lr", "classes")
 VIEW_TITLES = {"loss": "Loss", "metric": "Metric", "lr": "LR", "classes": "AUROC/class"}
+VIEW_BINDINGS = [
+    Binding("v", "next_view", "Chart"),
+    *(Binding(str(i), f"view('{name}')", VIEW_TITLES[name], show=False) for i, name in enumerate(VIEWS, 1)),
+]
+"""The chart keys of every screen that shows a RunDashboard (listed where each screen wants them in its footer)."""
+
+
+class DashboardViewActions:
+    """The actions behind VIEW_BINDINGS, mixed into the screens that show a RunDashboard."""
+
+    def action_next_view(self) -> None:
+        self.query_one(RunDashboard).next_view()
+
+    def action_view(self, name: str) -> None:
+        if name in VIEWS:
+            self.query_one(RunDashboard).view = name
 
 
 class RunDashboard(Vertical):
