@@ -112,6 +112,8 @@ class Trainer:
         """Why the loop ended early when early stopping did not say (divergence)."""
         self._lock: Optional[RunLock] = None
         """Held while this trainer may write the run folder (one writer per run)."""
+        self._resume_state: Optional[dict] = None
+        """--retrain: last.pt's content, read before the slow set-up and dropped once restored."""
         self._last_checkpoint_time = time.monotonic()
         self._train_loader = self._val_loader = None
         """One loader each for the run: persistent workers serve every epoch (closed when fit() ends)."""
@@ -158,8 +160,10 @@ class Trainer:
             self.on_event = with_tensorboard(self.on_event)
         self.timm_name = resolve_model_name(cfg.model)
         self.family = model_family(self.timm_name)
-        # A resume restores every weight from last.pt: no hub weights needed (or downloaded) for it.
-        resuming = self.resume_dir is not None and (self.resume_dir / runs.CHECKPOINT_DIR / "last.pt").is_file()
+        # --retrain: last.pt is read and checked before any slow set-up (hub, data scan, model), so a run that
+        # cannot resume says why in seconds. It restores every weight: no hub weights needed (or downloaded).
+        self._resume_state = self._read_resume_state() if self.resume_dir is not None else None
+        resuming = self._resume_state is not None
         load_hub = cfg.pretrained and not cfg.pretrained_path and not resuming
         # Weights before the data work: a missing download or a file that does not fit fails in seconds.
         with self.dist.main_first():  # downloads and the pixel cache are written once, by rank 0
@@ -319,12 +323,9 @@ class Trainer:
             (self.run_dir / runs.CONFIG_FILE).write_text(dump_config_yaml(cfg, meta), encoding="utf-8")
         self.run_dir = Path(self.dist.broadcast_object(str(self.run_dir)))
 
-    def _open_resume_dir(self) -> None:
-        """Lock, then check and load last.pt; run_dir is set (so anything is written) only once it fits."""
-        if self.dist.is_main:
-            self._lock = RunLock(self.resume_dir).acquire()
+    def _read_resume_state(self) -> dict:
+        """last.pt's content if this job can resume from it, else ResumeError (nothing is written)."""
         state = resume.load_resume_state(self.resume_dir)
-        resume.check_classes(self.resume_dir, state, self.bundle.classes)
         trained_on = int(state.get("world_size", 1))
         if trained_on != self.dist.world_size:
             raise resume.ResumeError(
@@ -333,6 +334,14 @@ class Trainer:
                 f"or torchrun --nproc_per_node {trained_on})" if trained_on > 1 else
                 f"{self.resume_dir}: trained in one process, resumed by {self.dist.world_size}; the epoch's "
                 "batches and position depend on it. Resume it without --gpus / torchrun")
+        return state
+
+    def _open_resume_dir(self) -> None:
+        """Lock, then check and load last.pt; run_dir is set (so anything is written) only once it fits."""
+        if self.dist.is_main:
+            self._lock = RunLock(self.resume_dir).acquire()
+        state, self._resume_state = self._resume_state, None  # read in _setup; dropped here once restored
+        resume.check_classes(self.resume_dir, state, self.bundle.classes)
         try:
             self._restore(state)
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
