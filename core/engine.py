@@ -337,7 +337,7 @@ class Trainer:
         return state
 
     def _open_resume_dir(self) -> None:
-        """Lock, then check and load last.pt; run_dir is set (so anything is written) only once it fits."""
+        """Lock, then restore the last.pt read in _setup; run_dir is set (so anything is written) only once it fits."""
         if self.dist.is_main:
             self._lock = RunLock(self.resume_dir).acquire()
         state, self._resume_state = self._resume_state, None  # read in _setup; dropped here once restored
