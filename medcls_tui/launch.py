@@ -103,6 +103,16 @@ class Forwarder:
                 os.killpg(self.child_pid, signal.SIGINT)  # a second signal for every rank: abort
         except ProcessLookupError:
             pass
+        if len(self.received) == 1:
+            self._say(f"medcls: {signal.Signals(signum).name}: every rank stops after this step and saves a "
+                      f"checkpoint (the same signal again after {self.echo_window_s:g} s, or another one, aborts)")
+
+    @staticmethod
+    def _say(text: str) -> None:
+        try:
+            print(text, file=sys.stderr, flush=True)
+        except (OSError, ValueError):  # the terminal is gone (SIGHUP): the stop goes on without the line
+            pass
 
 
 def run_torchrun(nproc: int, train_args: list[str], env: Optional[dict[str, str]] = None) -> int:
