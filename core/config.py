@@ -23,7 +23,7 @@ UPPER_BOUNDS = {"synthetic_size": 200_000, "img_size": 4096, "epochs": 100_000, 
                 "dist_timeout_minutes": 7 * 24 * 60, "warmup_epochs": 100_000, "early_stopping": 100_000,
                 "max_steps_per_epoch": 10**9, "max_nonfinite_steps": 10**9, "pipmix_patch": 4096,
                 "xdm_tau_step_every": 10**9, "xdm_warmup_steps": 10**9, "checkpoint_minutes": 10**6,
-                "lr": 100.0, "xdm_domain_lr": 100.0, "weight_decay": 100.0, "mixup_alpha": 1000.0,
+                "lr": 1e6, "xdm_domain_lr": 1e6, "weight_decay": 100.0, "mixup_alpha": 1000.0,
                 "min_delta": 1e6, "focal_gamma": 100.0, "asl_gamma_neg": 100.0, "asl_gamma_pos": 100.0,
                 "loss_explosion_factor": 1e12, "seed": 2**32 - 1}
 """Sanity ceilings, one for every number (a test checks none is missing): a typo like --synthetic_size 1e20
