@@ -20,8 +20,17 @@ LOSSES = ("auto", "ce", "bce", "focal", "asl")
 PRESET_META_KEYS = ("name", "description", "notes", "group", "tags")
 UPPER_BOUNDS = {"synthetic_size": 200_000, "img_size": 4096, "epochs": 100_000, "batch_size": 65_536,
                 "grad_accum_steps": 4096, "num_workers": 256, "log_every": 10**9, "checkpoint_every": 10**9,
-                "dist_timeout_minutes": 7 * 24 * 60}
-"""Sanity ceilings: a typo like --synthetic_size 1e20 is one error, not an out-of-memory hour later."""
+                "dist_timeout_minutes": 7 * 24 * 60, "warmup_epochs": 100_000, "early_stopping": 100_000,
+                "max_steps_per_epoch": 10**9, "max_nonfinite_steps": 10**9, "pipmix_patch": 4096,
+                "xdm_tau_step_every": 10**9, "xdm_warmup_steps": 10**9, "checkpoint_minutes": 10**6,
+                "lr": 1e6, "xdm_domain_lr": 1e6, "weight_decay": 100.0, "mixup_alpha": 1000.0,
+                "min_delta": 1e6, "focal_gamma": 100.0, "asl_gamma_neg": 100.0, "asl_gamma_pos": 100.0,
+                "loss_explosion_factor": 1e12, "seed": 2**32 - 1}
+"""Sanity ceilings, one for every number (a test checks none is missing): a typo like --synthetic_size 1e20
+is one error, not an out-of-memory hour later, and --warmup_epochs 1e308 is not an OverflowError when
+the steps are counted."""
+DIVERGENCE_THRESHOLD_MAX = 1e12
+"""|divergence_threshold| ceiling (it may be negative: a val_loss can be compared with anything)."""
 YAML_MAX_BYTES = 1_000_000
 YAML_MAX_NODES = 100_000
 """Nodes a YAML file may expand to, aliases counted each time they are used (billion laughs)."""
@@ -267,6 +276,11 @@ class TrainConfig(BaseModel):
             val = getattr(self, key)
             if isinstance(val, (int, float)) and val > top:  # batch_size may be 'auto'
                 raise ValueError(f"{key}: must be at most {top} (got {val})")
+        if self.divergence_threshold is not None and abs(self.divergence_threshold) > DIVERGENCE_THRESHOLD_MAX:
+            raise ValueError(f"divergence_threshold: must be between -{DIVERGENCE_THRESHOLD_MAX:g} and "
+                             f"{DIVERGENCE_THRESHOLD_MAX:g} (got {self.divergence_threshold})")
+        if self.seed < 0:
+            raise ValueError(f"seed: must be >= 0 (got {self.seed})")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every: must be >= 1 step (got {self.checkpoint_every})")
         if not self.dist_timeout_minutes > 0:

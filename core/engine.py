@@ -349,6 +349,9 @@ class Trainer:
         self.run_dir = self.resume_dir
         if self.dist.is_main:
             resume.clean_stale_tmp(self.run_dir)
+            if resume.restore_best_from_last(self.run_dir, state):
+                self.warn("resume", f"best.pt was missing or older than last.pt (a kill between the two at the end "
+                                    f"of epoch {self.pos.epoch}); written again from last.pt, which holds that epoch")
         self._log({"event": "Resumed", "global_step": self.pos.global_step, "epoch": self.pos.epoch,
                    "step_in_epoch": self.pos.step_in_epoch})
 
@@ -906,9 +909,9 @@ class Trainer:
                                  improved=improved, should_stop=self.early.stopped, reason=self.early.reason))
         self.pos = Position(epoch=epoch + 1, global_step=self.pos.global_step)
         self.guard.end_epoch()
-        if improved:
+        self.save_checkpoint("last.pt", "epoch")  # first: a kill before best.pt still leaves a run to resume
+        if improved:  # (and --retrain rewrites best.pt from that last.pt, resume.restore_best_from_last)
             self.save_checkpoint("best.pt", "best")
-        self.save_checkpoint("last.pt", "epoch")
         if self.dist.agree([self.early.stopped], self.device)[0]:  # same metrics on every rank; made sure
             self.status = "early_stopped"
             self.warn("early_stop", self.early.reason, epoch=epoch + 1)

@@ -36,7 +36,8 @@ class TableDataset(Dataset):
         img = torch.from_numpy(np.ascontiguousarray(self.table.image(index)))[None]  # 1xHxW uint8
         if self.transform is not None:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
+                # mod 2**64: torch's seed range; the same seed as before wherever it fitted (any seed >= 0 fits)
+                torch.manual_seed(((self.seed * 1_000_003 + epoch) * 10_000_019 + index) % 2**64)
                 img = self.transform(img)
         target = self.table.targets[index]
         target = torch.as_tensor(target, dtype=torch.float32 if self.multi_label_targets else torch.int64)

@@ -12,6 +12,8 @@ weights: random init happens only when `pretrained` is off.
 """
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,9 @@ WRAPPER_KEYS = ("state_dict", "model", "model_state", "module", "state_dict_ema"
 """Training checkpoints nest the weights under one of these (medcls's own last.pt/best.pt: `model`)."""
 PREFIXES = ("module.", "backbone.", "_orig_mod.")
 """DataParallel, medcls's Classifier and torch.compile wrap the backbone's key names in these."""
+HEAD_NAMES = ("classifier", "fc", "head", "head_dist")
+"""Top-level classifier modules a checkpoint may carry beyond the backbone (an ImageNet head, medcls's own
+head): dropped, since medcls adds its own. Any other tensor the backbone has no place for is refused."""
 EXIT_CODE = 2
 """The CLI's exit code for a PretrainedError: the run cannot start with this configuration."""
 
@@ -161,8 +166,43 @@ def ensure_hub_weights(timm_name: str, progress: Optional[Progress] = None) -> H
         raise PretrainedError(
             f"pretrained: timm has no pretrained weights for {timm_name}. Pass --pretrained_path FILE with a "
             f"checkpoint of this architecture, or --no_pretrained to train from random weights on purpose")
-    fetch_hub_weights(weights, progress)
+    path = fetch_hub_weights(weights, progress)
+    if path is not None:
+        check_hub_file(weights, Path(path))
     return weights
+
+
+_CHECKED: set = set()
+"""(path, size, mtime) of hub files already read and found sound in this process (the engine checks before
+the data work, then builds the model: the file is read once)."""
+
+
+def check_hub_file(weights: HubWeights, path: Path) -> None:
+    """The cached hub file is a regular, readable weights file with finite values, or a PretrainedError.
+
+    Checked before the data work: a FIFO would block timm's open for ever, and a damaged or replaced file
+    (garbage, a link to /etc/passwd or /dev/zero, NaN weights) must not fail only after the data scan.
+    """
+    where = f"pretrained: {weights.model} weights ({weights.describe()}) in the Hugging Face cache: {path}"
+    way_out = "delete that cache entry to download it again, or pass --pretrained_path FILE"
+    try:
+        st = os.stat(path)  # follows the snapshot's symlink to its blob
+    except OSError as err:
+        raise PretrainedError(f"{where} cannot be read ({err.strerror or err}); {way_out}") from None
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key in _CHECKED:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a pipe, device or socket)"
+        raise PretrainedError(f"{where} is {kind}; {way_out}")
+    try:
+        state = read_state_dict(path, origin=where)
+    except PretrainedError as err:
+        raise PretrainedError(f"{err}; {way_out}") from None
+    bad = first_nonfinite(state)
+    if bad is not None:
+        raise PretrainedError(f"{where} holds non-finite values (NaN or inf) in {bad}; {way_out}")
+    _CHECKED.add(key)
 
 
 def create_pretrained_backbone(timm_name: str, in_chans: int = 3, progress: Optional[Progress] = None,
@@ -213,8 +253,15 @@ def resolve_weights_file(path: str | Path) -> Path:
         f"{' and found several: ' + ', '.join(f.name for f in found) if found else ''}); pass the file itself")
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors by name from a .safetensors or torch file (weights_only: a pickle never runs code)."""
+def read_state_dict(path: Path, origin: Optional[str] = None) -> dict[str, torch.Tensor]:
+    """Tensors by name from a .safetensors or torch file (weights_only: a pickle never runs code).
+    `origin` starts each error line (default `pretrained_path: PATH`)."""
+    where = origin or f"pretrained_path: {path}"
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read for ever
+            raise PretrainedError(f"{where} is not a regular file (a pipe, device or socket)")
+    except OSError as err:
+        raise PretrainedError(f"{where} cannot be read ({err.strerror or err})") from None
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -224,7 +271,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line answer
         kind = "safetensors" if path.suffix == ".safetensors" else "torch (.pth/.bin/.pt)"
-        raise PretrainedError(f"pretrained_path: {path} is not a {kind} weights file that can be read safely "
+        raise PretrainedError(f"{where} is not a {kind} weights file that can be read safely "
                               f"({type(err).__name__}: {_first_line(err, 120)})") from None
     for _ in range(3):
         if isinstance(state, Mapping):
@@ -232,10 +279,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             if inner is not None and not any(isinstance(v, torch.Tensor) for v in state.values()):
                 state = inner
     if not isinstance(state, Mapping):
-        raise PretrainedError(f"pretrained_path: {path} holds a {type(state).__name__}, not a state dict of tensors")
+        raise PretrainedError(f"{where} holds a {type(state).__name__}, not a state dict of tensors")
     tensors = {str(k): v for k, v in state.items() if isinstance(v, torch.Tensor)}
     if not tensors:
-        raise PretrainedError(f"pretrained_path: {path} holds no tensors (keys: {', '.join(map(str, list(state)[:5]))})")
+        raise PretrainedError(f"{where} holds no tensors (keys: {', '.join(map(str, list(state)[:5]))})")
     for prefix in PREFIXES:
         tensors = {k.removeprefix(prefix): v for k, v in tensors.items()}
     return tensors
@@ -277,13 +324,31 @@ def match_state_dict(backbone: nn.Module, state: Mapping[str, torch.Tensor]) -> 
     return fitting, LoadReport(len(fitting), len(own), missing, wrong)
 
 
+def first_nonfinite(state: Mapping[str, torch.Tensor]) -> Optional[str]:
+    """Name of the first floating tensor holding a NaN or inf, or None: such weights never train."""
+    for key, value in state.items():
+        if value.is_floating_point() and value.numel() and not bool(torch.isfinite(value).all()):
+            return key
+    return None
+
+
+def unexpected_keys(backbone: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Checkpoint tensors the backbone has no place for, beyond a classifier head: another (deeper)
+    architecture whose every tensor of ours happens to fit, e.g. resnet34 weights for a resnet18."""
+    known = set(backbone.state_dict()) | {name for name, _ in backbone.named_buffers()}
+    cls = (getattr(backbone, "pretrained_cfg", None) or {}).get("classifier")
+    heads = set(HEAD_NAMES) | ({cls} if isinstance(cls, str) else set(cls or ()))
+    return [k for k in state if k not in known and not any(k == h or k.startswith(h + ".") for h in heads)]
+
+
 def load_local_weights(backbone: nn.Module, path: str | Path, timm_name: str = "") -> LoadReport:
-    """Load a local checkpoint into the backbone; every backbone tensor must come from the file."""
+    """Load a local checkpoint into the backbone; every backbone tensor must come from the file, and
+    every file tensor (but a classifier head) must have its place in the backbone."""
     file = resolve_weights_file(path)
     state = _model_filter(backbone, read_state_dict(file))
     fitting, report = match_state_dict(backbone, state)
+    name = timm_name or type(backbone).__name__
     if report.matched < report.total:
-        name = timm_name or type(backbone).__name__
         details = []
         if report.missing:
             details.append(f"{len(report.missing)} missing, e.g. {report.missing[0]}")
@@ -292,7 +357,18 @@ def load_local_weights(backbone: nn.Module, path: str | Path, timm_name: str = "
         raise PretrainedError(
             f"pretrained_path: {file} does not fit {name}: {report.matched} of {report.total} backbone tensors "
             f"matched ({'; '.join(details)}). Pass a checkpoint of this architecture, or --no_pretrained")
-    buffers_only = {k: v for k, v in state.items() if k.endswith("num_batches_tracked") and k in backbone.state_dict()}
+    extra = unexpected_keys(backbone, state)
+    if extra:
+        raise PretrainedError(
+            f"pretrained_path: {file} does not fit {name}: it holds {len(extra)} tensor(s) {name} has no place "
+            f"for, e.g. {', '.join(extra[:3])} (another architecture?). Pass a checkpoint of this architecture, "
+            "or --no_pretrained")
+    own = backbone.state_dict()
+    bad = first_nonfinite({k: v for k, v in state.items() if k in own})  # what loads; a dropped head is not used
+    if bad is not None:
+        raise PretrainedError(f"pretrained_path: {file} holds non-finite values (NaN or inf) in {bad}; "
+                              "such weights cannot train. Pass a sound checkpoint, or --no_pretrained")
+    buffers_only = {k: v for k, v in state.items() if k.endswith("num_batches_tracked") and k in own}
     backbone.load_state_dict({**fitting, **buffers_only}, strict=False)
     return report
 

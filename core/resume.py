@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from . import runs
 
 LAST = "last.pt"
+BEST = "best.pt"
 REQUIRED_KEYS = ("model", "optimizer", "scheduler", "scaler", "strategy", "strategy_modules", "early_stopping",
                  "position", "micro_splits", "monitor", "rng")
 STALE_TMP_RE = re.compile(r"^\..+\.tmp\d*$")
@@ -87,3 +88,40 @@ def clean_stale_tmp(run_dir: Path) -> list[str]:
                 except OSError:
                     pass
     return removed
+
+
+def restore_best_from_last(run_dir: Path, state: dict[str, Any]) -> bool:
+    """Write best.pt again from last.pt when a kill came between the two at an epoch end.
+
+    The engine writes last.pt first, then best.pt, so such a kill leaves a run that resumes; last.pt
+    then holds the best epoch (its early-stopping record says so) while best.pt is missing or older.
+    Both files are the same state at that moment, so a copy of last.pt is exactly the best.pt the
+    kill prevented. True when best.pt was rewritten.
+    """
+    import shutil
+
+    import torch
+
+    pos, early = state.get("position") or {}, state.get("early_stopping") or {}
+    if not pos.get("epoch") or pos.get("step_in_epoch") or early.get("best_epoch") != pos.get("epoch"):
+        return False
+    folder = Path(run_dir) / runs.CHECKPOINT_DIR
+    best = folder / BEST
+    try:
+        held = torch.load(best, map_location="cpu", weights_only=True, mmap=True)["position"]["global_step"]
+    except Exception:  # noqa: BLE001 - missing or unreadable: the copy replaces it
+        held = None
+    if held == pos.get("global_step"):
+        return False
+    tmp = folder / f".{BEST}.tmp{os.getpid()}"
+    try:
+        shutil.copyfile(folder / LAST, tmp)
+        os.replace(tmp, best)
+    except OSError as err:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise ResumeError(f"retrain {Path(run_dir).name}: {best} is missing or older than {LAST} (a kill between "
+                          f"the two) and cannot be written again ({err.strerror or err})") from None
+    return True

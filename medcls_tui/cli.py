@@ -231,8 +231,8 @@ def run_training(resolved, resume_dir=None, reporter=None) -> dict:
 
 ECHO_WINDOW_S = 2.0
 """Under torchrun: any second signal this soon after the first is the launcher's echo."""
-UV_ECHO_WINDOW_S = 1.0
-"""One process (under `uv run`, which forwards the group's signal): the same signal this soon is the echo."""
+from .launch import UV_ECHO_WINDOW_S  # noqa: E402 - one process or the --gpus launcher under `uv run`:
+# the same signal this soon after the first is uv's echo of it
 
 
 class _RankQuiet:

@@ -6,7 +6,8 @@ The launcher runs in its own session, so a Ctrl-C reaches it once, through this 
 signal is passed on as SIGTERM to every rank (torchrun's children), which stop together after the
 current step with a checkpoint and exit 0, so torchrun ends cleanly too (signalling torchrun itself
 would make it print a traceback and fail the job); a second one is sent to the whole group (every
-rank aborts).
+rank aborts). Under `uv run` a Ctrl-C reaches this process twice (from the terminal, then passed on by
+uv): the same signal again within UV_ECHO_WINDOW_S is that echo, not a second request.
 """
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from typing import Any, Optional
 
+UV_ECHO_WINDOW_S = 1.0
+"""The same signal this soon after the first is the echo `uv run` passes on (the one-process CLI uses it too)."""
 SHUTDOWN_TIMEOUT_S = 600
 """How long torchrun lets the ranks finish a requested stop (checkpoint + summary) before SIGKILL."""
 
@@ -74,22 +78,47 @@ def rank_pids(launcher_pid: int) -> list[int]:
     return pids
 
 
+class Forwarder:
+    """The launcher's handler for SIGINT/SIGTERM/SIGHUP: the first is passed on as SIGTERM to every rank
+    (a graceful stop at the same step); the same signal again within UV_ECHO_WINDOW_S is the echo `uv
+    run` passes on, ignored; any later or other signal goes to torchrun's whole group (every rank aborts)."""
+
+    def __init__(self, child_pid: int, echo_window_s: float = UV_ECHO_WINDOW_S) -> None:
+        self.child_pid = child_pid
+        self.echo_window_s = echo_window_s
+        self.received: list[int] = []
+        self._first_at = 0.0
+
+    def __call__(self, signum: int, frame: Any = None) -> None:  # noqa: ARG002 - signal handler signature
+        now = time.monotonic()
+        if len(self.received) == 1 and signum == self.received[0] and now - self._first_at < self.echo_window_s:
+            return  # uv's echo of the same Ctrl-C: one stop request, not an abort
+        self.received.append(signum)
+        self._first_at = self._first_at or now
+        try:
+            if len(self.received) == 1:
+                for pid in rank_pids(self.child_pid) or [self.child_pid]:  # no ranks yet: torchrun passes it on
+                    os.kill(pid, signal.SIGTERM)  # graceful stop of every rank at the same step
+            else:
+                os.killpg(self.child_pid, signal.SIGINT)  # a second signal for every rank: abort
+        except ProcessLookupError:
+            pass
+        if len(self.received) == 1:
+            self._say(f"medcls: {signal.Signals(signum).name}: every rank stops after this step and saves a "
+                      f"checkpoint (the same signal again after {self.echo_window_s:g} s, or another one, aborts)")
+
+    @staticmethod
+    def _say(text: str) -> None:
+        try:
+            print(text, file=sys.stderr, flush=True)
+        except (OSError, ValueError):  # the terminal is gone (SIGHUP): the stop goes on without the line
+            pass
+
+
 def run_torchrun(nproc: int, train_args: list[str], env: Optional[dict[str, str]] = None) -> int:
     """Start torchrun with N ranks and wait; returns its exit code. Signals are passed on (see module doc)."""
     child = subprocess.Popen(torchrun_argv(nproc, train_args), start_new_session=True, env=env)
-    received: list[int] = []
-
-    def forward(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
-        received.append(signum)
-        try:
-            if len(received) == 1:
-                for pid in rank_pids(child.pid) or [child.pid]:  # no ranks yet: torchrun passes it on
-                    os.kill(pid, signal.SIGTERM)  # graceful stop of every rank at the same step
-            else:
-                os.killpg(child.pid, signal.SIGINT)  # a second signal for every rank: abort
-        except ProcessLookupError:
-            pass
-
+    forward = Forwarder(child.pid)
     previous = {}
     for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         sig = getattr(signal, name, None)

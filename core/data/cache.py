@@ -99,9 +99,16 @@ def _read_manifest(directory: Path) -> Optional[dict]:
         return None
     files = data.get("files")
     if not isinstance(files, list) or not all(
-            isinstance(f, list) and len(f) == 4 and isinstance(f[0], str) and isinstance(f[3], str) for f in files):
+            isinstance(f, list) and len(f) == 4 and isinstance(f[0], str) and isinstance(f[3], str)
+            and _is_int(f[1]) and _is_int(f[2]) for f in files):
         return None
+    if not _is_int(data.get("img_size")) or not isinstance(data.get("images_file"), str):
+        return None  # anyone may have edited it: a wrong type means "no cache", never a traceback
     return data
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def confined_member(directory: Path, name: object) -> Optional[Path]:
