@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -39,7 +40,10 @@ def export_run(rm: RunModel, fmt: str, out: Optional[Path] = None) -> dict:
     wrapper = ProbabilityModel(rm.model.float().cpu().eval(), rm.multi_label).eval()
     example = torch.randn(2, 3, rm.img_size, rm.img_size)
     check = torch.randn(3, 3, rm.img_size, rm.img_size)  # another batch size: proves the batch is dynamic
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch's own deprecation notes for jit/onnx are not the user's to act on; they hid the result line
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         expected = wrapper(check)
         if fmt == "onnx":
             data, got = _export_onnx(wrapper, example, check)

@@ -59,7 +59,7 @@ def check_folder(folder: Path, what: str) -> Path:
     """A folder that is (or can be created as) a writable folder; created and probed here."""
     folder = Path(folder).expanduser()
     if folder.exists() and not folder.is_dir():
-        raise OutputError(f"{what}: {shown(folder)} is a file, not a folder")
+        raise OutputError(f"{what}: {shown(folder)} is not a folder")
     base = folder if folder.exists() else _existing_ancestor(folder)
     if not base.is_dir():
         raise OutputError(f"{what}: {shown(folder)} is under {shown(base)}, which is a file, not a folder")
@@ -80,11 +80,11 @@ def check_file(path: Path, what: str, run_dir: Optional[Path] = None, suffixes: 
         raise OutputError(f"{what}: {shown(path)} is a folder; give a file name")
     if path.exists() and not path.is_file():
         raise OutputError(f"{what}: {shown(path)} is not a regular file (a device or pipe); give a file name")
-    if suffixes and path.suffix.lower() not in suffixes:
-        raise OutputError(f"{what}: {shown(path)} must end in {' or '.join(suffixes)}")
     if protected(path, run_dir):
         raise OutputError(f"{what}: {shown(path)} is one of the run's own files (checkpoints, config, records); "
                           "choose another name")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise OutputError(f"{what}: {shown(path)} must end in {' or '.join(suffixes)}")
     if path.is_file() and not overwrite:
         raise OutputError(f"{what}: {shown(path)} already exists; pass --overwrite to replace it, or choose "
                           "another --out")

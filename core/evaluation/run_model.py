@@ -109,9 +109,12 @@ def read_checkpoint(path: Path) -> dict:
     """A checkpoint's dict with a 'model' state dict; anything else (empty, truncated, garbage, another
     program's pickle) is one RunModelError line naming the file, never a torch traceback."""
     import pickle
+    import warnings
 
     try:
-        state = load_checkpoint(path)
+        with warnings.catch_warnings():  # torch warns about foreign pickles on stderr; the error line says it
+            warnings.simplefilter("ignore")
+            state = load_checkpoint(path)
     except pickle.UnpicklingError:
         raise RunModelError(f"{path}: not a medcls checkpoint (garbage, or a pickle that would run code: "
                             "refused)") from None
