@@ -181,6 +181,8 @@ def predict_command(run: str = RUN,
         files = collect_inputs(paths)
         if not files:
             _fail(f"no images found in {', '.join(outputs.shown(p) for p in paths)}")
+        if outputs.same_file(target, [*map(Path, paths), *files]):
+            _fail(f"--out: {outputs.shown(target)} is one of the inputs; choose another --out")
         rm = load_run_model(run_dir, checkpoint, dev)
         with _ProgressPrinter() as progress:
             results = predict_paths(rm, files, batch_size, tta, progress)

@@ -105,6 +105,12 @@ def distinct(paths: Sequence[Path], what: str) -> None:
         seen[key] = p
 
 
+def same_file(path: Path, others: Sequence[Path]) -> bool:
+    """Is `path` one of `others` (symlinks resolved)? An output must never replace an input."""
+    key = os.path.realpath(path)
+    return any(os.path.realpath(o) == key for o in others)
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path, what: str) -> Iterator[Path]:
     """Yield a temp path beside `path` (same suffix, for writers that infer the format from it); renamed

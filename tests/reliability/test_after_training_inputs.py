@@ -287,6 +287,16 @@ def test_predict_never_overwrites_silently_and_shows_a_table(trained, work):
     assert "other.png" in out.read_text()
 
 
+@pytest.mark.parametrize("which", ["image", "csv"])
+def test_predict_out_onto_one_of_its_inputs_is_refused_even_with_overwrite(trained, work, which):
+    image = an_image(work / "a.png")
+    (work / "list.csv").write_text("path\na.png\n")
+    target = image if which == "image" else work / "list.csv"
+    before = target.read_bytes()
+    one_line(cli("predict", trained, work / "list.csv", image, "--out", target, "--overwrite"), 2, "is one of the inputs")
+    assert target.read_bytes() == before
+
+
 def test_predict_with_no_readable_file_exits_2_and_writes_nothing(trained, work):
     (work / "bad.png").write_bytes(b"not an image")
     result = cli("predict", trained, work / "bad.png", work / "missing.png", "--out", work / "p.csv")
