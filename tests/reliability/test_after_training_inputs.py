@@ -379,3 +379,28 @@ def test_a_data_dir_that_does_not_exist_is_one_line_before_the_scan(trained, wor
     (run / "config.yaml").write_text(text)
     _no_model_or_data(monkeypatch)
     one_line(cli("eval", run, "--data_dir", work / "nowhere"), 2, "data_dir", "nowhere")
+
+
+def test_generated_csv_of_paths_never_tracebacks_or_leaves_a_partial_file(trained, tmp_path_factory):
+    """Hypothesis: any bytes as the csv of paths -> predictions, or one line and exit 2 with no output file."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    rows = st.lists(st.one_of(st.binary(max_size=40), st.sampled_from([b"a.png", b"../a.png", b"/", b"\xff\xfe",
+                                                                       b"\x00", b'"', b"path"])), max_size=6)
+
+    @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+              database=None)
+    @given(rows)
+    def check(lines):
+        work = tmp_path_factory.mktemp("gen")
+        an_image(work / "a.png")
+        (work / "list.csv").write_bytes(b"\n".join(lines))
+        result = cli("predict", trained, work / "list.csv", "--out", work / "p.csv")
+        if result.exit_code == 0:
+            assert len(list(csv.DictReader((work / "p.csv").open(encoding="utf-8")))) >= 1
+        else:
+            one_line(result, 2)
+            assert not (work / "p.csv").exists() and not list(work.glob(".*.tmp*"))
+
+    check()
