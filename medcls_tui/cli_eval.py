@@ -43,12 +43,6 @@ def _expected_errors() -> Iterator[None]:
         _fail(f"{shown(err.filename)}: {err.strerror}" if err.filename else str(err))
 
 
-def _load(run: str, output_dir: str, checkpoint: str, device: str):
-    from core.evaluation.run_model import find_run, load_run_model
-
-    return load_run_model(find_run(run, output_dir), checkpoint, device)
-
-
 MAX_BOOTSTRAP = 10_000  # 95% CIs settle long before; a typo of 10**12 would otherwise never end
 
 
