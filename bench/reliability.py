@@ -1,7 +1,7 @@
 """Reliability bench (issue 11): repeated SIGKILLs of a real `medcls train` with resume, and
 generated bad inputs by category. Prints kills survived, steps lost at most, tracebacks and hangs.
 
-    uv run python bench/reliability.py [--kills 4] [--inputs 200]
+    uv run python bench/reliability.py [--kills 4] [--inputs 200] [--after 300] (0 skips a part)
 """
 from __future__ import annotations
 
@@ -111,13 +111,35 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=4)
     parser.add_argument("--every", type=int, default=2)
     parser.add_argument("--inputs", type=int, default=200)
+    parser.add_argument("--after", type=int, default=300, help="generated cases for eval/predict/explain/export")
+    parser.add_argument("--seed", type=int, default=0)
     a = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        k = kills(a.kills, a.every, Path(tmp))
-    print(f"SIGKILLs: {k['kills']}, resumes that continued/finished: {k['resumes_ok']}/{k['kills']}, "
-          f"steps lost at most {k['steps_lost_max']} (--checkpoint_every {k['checkpoint_every']}; per kill {k['steps_lost']})")
-    for name, s in bad_inputs(a.inputs).items():
-        print(f"{name}: {s['tried']} tried, tracebacks {s['tracebacks']}, hangs {s['hangs']}")
+    if a.kills:
+        with tempfile.TemporaryDirectory() as tmp:
+            k = kills(a.kills, a.every, Path(tmp))
+        print(f"SIGKILLs: {k['kills']}, resumes that continued/finished: {k['resumes_ok']}/{k['kills']}, steps "
+              f"lost at most {k['steps_lost_max']} (--checkpoint_every {k['checkpoint_every']}; per kill {k['steps_lost']})")
+    if a.inputs:
+        for name, s in bad_inputs(a.inputs).items():
+            print(f"{name}: {s['tried']} tried, tracebacks {s['tracebacks']}, hangs {s['hangs']}")
+    if a.after:
+        after_training(a.after, a.seed)
+
+
+def after_training(n: int, seed: int) -> None:
+    """Issue 24: n generated hostile inputs to eval/predict/explain/export (see bench/after_training_cases.py)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from after_training_cases import run_cases
+
+    stats = run_cases(n, seed)
+    keys = ("tracebacks", "hangs", "silent_wrong", "unclear")
+    total = {k: sum(s.get(k, 0) for s in stats.values()) for k in ("tried", *keys)}
+    print(f"after-training commands: {total['tried']} generated cases (seed {seed}): "
+          + ", ".join(f"{k} {total[k]}" for k in keys))
+    for name, s in sorted(stats.items()):
+        print(f"  {name}: {s['tried']} tried, " + ", ".join(f"{k} {s.get(k, 0)}" for k in keys))
+        for example in s["examples"]:
+            print(f"    {example}")
 
 
 if __name__ == "__main__":

@@ -37,12 +37,54 @@ def _expected_errors() -> Iterator[None]:
         yield
     except (RunModelError, ThresholdError, ConfigError, DataError, ModelNameError, FileNotFoundError) as err:
         _fail(str(err))
+    except OSError as err:  # an unreadable input or unwritable output found late (disk full, read-only mount)
+        from core.evaluation.outputs import shown
+
+        _fail(f"{shown(err.filename)}: {err.strerror}" if err.filename else str(err))
 
 
-def _load(run: str, output_dir: str, checkpoint: str, device: str):
-    from core.evaluation.run_model import find_run, load_run_model
+MAX_BOOTSTRAP = 10_000  # 95% CIs settle long before; a typo of 10**12 would otherwise never end
 
-    return load_run_model(find_run(run, output_dir), checkpoint, device)
+
+def _check_eval_args(run: str, output_dir: str, split: str, checkpoint: str, data_dir: Optional[str],
+                     thresholds: Optional[str], sensitivity: Optional[float], bootstrap: int, device: str) -> None:
+    """Every eval argument checked in well under a second, before the model build and the dataset scan."""
+    from core.data_check import check_data_location
+    from core.evaluation.outputs import probe_folder
+    from core.evaluation.run_model import checkpoint_path, find_run, read_run_config, resolve_device
+    from core.evaluation.scoring import SPLITS
+    from core.evaluation.thresholds import METHODS
+
+    if split not in SPLITS:
+        _fail(f"split: '{split}' is not one of {', '.join(SPLITS)}")
+    if thresholds is not None and thresholds not in METHODS:
+        _fail(f"threshold method: '{thresholds}' is not one of {', '.join(METHODS)}")
+    if sensitivity is not None and not 0.0 < sensitivity <= 1.0:
+        _fail(f"--sensitivity: must be in (0, 1] (got {sensitivity})")
+    if bootstrap > MAX_BOOTSTRAP:
+        _fail(f"--bootstrap: at most {MAX_BOOTSTRAP} resamples (got {bootstrap})")
+    resolve_device(device)
+    run_dir = find_run(run, output_dir)
+    checkpoint_path(run_dir, checkpoint)
+    cfg = read_run_config(run_dir)
+    check_data_location(cfg if data_dir is None else cfg.model_copy(update={"data_dir": data_dir}))
+    probe_folder(run_dir, "eval writes its report into the run folder")
+
+
+def _echo_predictions(results, target: Path, limit: int = 10) -> None:
+    """A short table in the terminal: file, labels, top probability (the rest is in the output file)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from core.evaluation.outputs import shown
+
+    table = Table(title=f"predictions (first {min(limit, len(results))} of {len(results)}; all in {shown(target)})")
+    for col in ("file", "labels", "top p"):
+        table.add_column(col, justify="right" if col == "top p" else "left", overflow="fold")
+    for r in results[:limit]:
+        top = f"{max(r.probabilities.values()):.3f}" if r.probabilities else "-"
+        table.add_row(shown(Path(r.path).name), "|".join(r.labels) if not r.error else f"unreadable: {r.error}", top)
+    Console(highlight=False, soft_wrap=False).print(table)
 
 
 def eval_command(run: str = RUN,
@@ -55,7 +97,8 @@ def eval_command(run: str = RUN,
                      "(default: the run's thresholds.json, else youden)."),
                  sensitivity: Optional[float] = typer.Option(
                      None, "--sensitivity", help="Target sensitivity, e.g. 0.95 (implies --thresholds sensitivity)."),
-                 bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for 95% CIs."),
+                 bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for 95% CIs "
+                                         f"(at most {MAX_BOOTSTRAP})."),
                  no_plots: bool = typer.Option(False, "--no_plots", help="Skip the PNG plots."),
                  output_dir: str = OUTPUT_DIR, device: str = DEVICE) -> None:
     """Score a split: per-class AUROC/AP/sens/spec/PPV/NPV/F1 with 95% CIs -> eval_<split>.json/.md."""
@@ -66,6 +109,8 @@ def eval_command(run: str = RUN,
     from core.evaluation.run_model import find_run
     from core.evaluation.scoring import evaluate_run
 
+    with _expected_errors():
+        _check_eval_args(run, output_dir, split, checkpoint, data_dir, thresholds, sensitivity, bootstrap, device)
     method = "sensitivity" if sensitivity is not None and thresholds is None else thresholds
     with _expected_errors(), _ProgressPrinter() as progress:
         report, written = evaluate_run(find_run(run, output_dir), split, checkpoint, data_dir, method,
@@ -92,49 +137,91 @@ def predict_command(run: str = RUN,
                                                                 "files with a path column."),
                     out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: "
                                                        "<run>/predictions.csv or .json)."),
-                    fmt: str = typer.Option("csv", "--format", help="csv or json."),
+                    fmt: Optional[str] = typer.Option(None, "--format", help="csv or json (default: from the "
+                                                      "--out suffix, else csv)."),
                     batch_size: int = typer.Option(32, "--batch_size", min=1),
                     tta: bool = typer.Option(False, "--tta", help="Average with the horizontally flipped image."),
                     cam: Optional[Path] = typer.Option(None, "--cam", help="Also write a Grad-CAM overlay PNG "
                                                        "per image (top class) into this folder."),
+                    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file "
+                                                   "(and --cam overlays); without it predict refuses."),
                     checkpoint: str = CHECKPOINT, output_dir: str = OUTPUT_DIR, device: str = DEVICE) -> None:
-    """Probabilities and thresholded labels for new images; unreadable files are listed, not fatal."""
+    """Probabilities and thresholded labels for new images; unreadable files are listed, not fatal.
+
+    Never replaces an earlier output without --overwrite; exit 2 when no file could be read."""
+    from core.evaluation import outputs
     from core.evaluation.explain import explain_file
     from core.evaluation.predict import FORMATS, collect_inputs, predict_paths, write_predictions
+    from core.evaluation.run_model import checkpoint_path, find_run, load_run_model, resolve_device
 
+    suffix_fmt = out.suffix.lower().lstrip(".") if out is not None else None
+    fmt = fmt or (suffix_fmt if suffix_fmt in FORMATS else "csv")
     if fmt not in FORMATS:
         _fail(f"--format: '{fmt}' is not one of {', '.join(FORMATS)}")
-    with _expected_errors():
-        rm = _load(run, output_dir, checkpoint, device)
+    if suffix_fmt in FORMATS and suffix_fmt != fmt:
+        _fail(f"--out: {outputs.shown(out)} ends in .{suffix_fmt} but --format is {fmt}")
+    with _expected_errors():  # every argument and output checked before the model loads
+        dev = resolve_device(device)
+        run_dir = find_run(run, output_dir)
+        checkpoint_path(run_dir, checkpoint)
+        target = outputs.check_file(out or run_dir / f"predictions.{fmt}", "--out", run_dir, overwrite=overwrite)
+        if cam is not None:
+            outputs.check_folder(cam, "--cam")
+            if outputs.protected(cam / "x.png", run_dir):
+                _fail(f"--cam: {outputs.shown(cam)} is inside the run's checkpoints folder; choose another folder")
+            if not overwrite and any(cam.glob("*_cam.png")):
+                _fail(f"--cam: {outputs.shown(cam)} already holds overlays; pass --overwrite to replace them, "
+                      "or choose another folder")
         files = collect_inputs(paths)
         if not files:
-            _fail(f"no images found in {', '.join(paths)}")
+            _fail(f"no images found in {', '.join(outputs.shown(p) for p in paths)}")
+        if outputs.same_file(target, [*map(Path, paths), *files]):
+            _fail(f"--out: {outputs.shown(target)} is one of the inputs; choose another --out")
+        rm = load_run_model(run_dir, checkpoint, dev)
         with _ProgressPrinter() as progress:
             results = predict_paths(rm, files, batch_size, tta, progress)
-        target = write_predictions(results, rm.classes, out or rm.run_dir / f"predictions.{fmt}", fmt)
         bad = [r for r in results if r.error]
+        if len(bad) == len(results):
+            for r in bad[:20]:
+                typer.echo(f"  {outputs.shown(r.path)}: {outputs.shown(r.error)}")
+            _fail(f"none of the {len(results)} file(s) could be read (reasons above); nothing written")
+        existed = target.is_file()
+        write_predictions(results, rm.classes, target, fmt)
         if cam is not None:
             for i, r in enumerate(x for x in results if not x.error):
-                explain_file(rm, Path(r.path), cam / f"{i:05d}_{Path(r.path).stem}_cam.png")
-    typer.echo(f"{len(results) - len(bad)} image(s) predicted -> {target}")
+                overlay = cam / f"{i:05d}_{Path(r.path).stem}_cam.png"
+                with outputs.atomic_path(overlay, "--cam") as tmp:
+                    explain_file(rm, Path(r.path), tmp)
+    _echo_predictions(results, target)
+    typer.echo(f"{len(results) - len(bad)} image(s) predicted -> {outputs.shown(target)}"
+               + (" (replaced the previous file: --overwrite)" if existed else ""))
     if cam is not None:
-        typer.echo(f"Grad-CAM overlays in {cam}")
+        typer.echo(f"Grad-CAM overlays in {outputs.shown(cam)}")
     if bad:
         typer.echo(f"{len(bad)} file(s) could not be read (listed in the output with the reason):")
         for r in bad[:20]:
-            typer.echo(f"  {r.path}: {r.error}")
+            typer.echo(f"  {outputs.shown(r.path)}: {outputs.shown(r.error)}")
 
 
 def export_command(run: str = RUN,
                    fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
-                   out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: <run>/export/)."),
+                   out: Optional[Path] = typer.Option(None, "--out", help="Model file (default: <run>/export/"
+                                                      "model.onnx or model.pt); the metadata goes to <file>.json."),
                    checkpoint: str = CHECKPOINT, output_dir: str = OUTPUT_DIR) -> None:
-    """Export with a dynamic batch; a JSON beside it holds preprocessing, classes and thresholds."""
-    from core.evaluation.export import export_run
+    """Export with a dynamic batch; a JSON beside it (<model file>.json) holds preprocessing, classes and thresholds."""
+    from core.evaluation.export import FORMATS, export_paths, export_run
+    from core.evaluation.run_model import checkpoint_path, find_run, load_run_model
 
+    if fmt not in FORMATS:
+        _fail(f"--format: '{fmt}' is not one of {', '.join(FORMATS)}")
     with _expected_errors():
-        meta = export_run(_load(run, output_dir, checkpoint, "cpu"), fmt, out)
-    typer.echo(f"exported {meta['path']} (+ {Path(meta['path']).with_suffix('.json').name})")
+        run_dir = find_run(run, output_dir)
+        checkpoint_path(run_dir, checkpoint)
+        model_file, _ = export_paths(run_dir, fmt, out)  # refused here, before the model loads
+        existed = model_file.is_file()
+        meta = export_run(load_run_model(run_dir, checkpoint, "cpu"), fmt, out)
+    typer.echo(f"exported {meta['path']} (+ {Path(meta['metadata']).name})"
+               + (" (replaced the previous export)" if existed else ""))
     typer.echo(f"parity with PyTorch on a batch of 3: max abs diff {meta['parity_max_abs_diff']:.2e}")
 
 
@@ -145,18 +232,30 @@ def explain_command(run: str = RUN, image: Path = typer.Argument(..., help="PNG,
                                                        "<run>/explain/<image>_<class>.png)."),
                     checkpoint: str = CHECKPOINT, output_dir: str = OUTPUT_DIR) -> None:
     """Grad-CAM heatmap of one image, saved as a PNG overlay on the X-ray."""
-    from core.data.decode import DecodeError
-    from core.evaluation.explain import explain_file
+    from types import SimpleNamespace
 
-    with _expected_errors():
-        rm = _load(run, output_dir, checkpoint, "cpu")
-        name = class_name or "top"
-        target = out or rm.run_dir / "explain" / f"{image.stem}_{name}.png"
+    from core.data.decode import DecodeError
+    from core.evaluation import outputs
+    from core.evaluation.explain import class_index, explain_file
+    from core.evaluation.run_model import checkpoint_path, find_run, load_run_model, run_started_record
+
+    with _expected_errors():  # arguments first (class names from the run's RunStarted record), then the model
+        run_dir = find_run(run, output_dir)
+        checkpoint_path(run_dir, checkpoint)
+        logged = run_started_record(run_dir).get("classes")
+        if class_name is not None and isinstance(logged, list) and logged:
+            class_index(SimpleNamespace(classes=[str(c) for c in logged]), class_name)
+        if not image.is_file():
+            _fail(f"{outputs.shown(image)}: {'not a regular file' if image.exists() else 'missing file'}")
+        target = outputs.check_file(out or run_dir / "explain" / f"{image.stem}_{class_name or 'top'}.png",
+                                    "--out", run_dir, (".png",))
+        rm = load_run_model(run_dir, checkpoint, "cpu")
         try:
-            result = explain_file(rm, image, target, class_name)
+            with outputs.atomic_path(target, "--out") as tmp:
+                result = explain_file(rm, image, tmp, class_name)
         except DecodeError as err:
-            _fail(f"{err.path}: {err.reason}")
-    typer.echo(f"{result['class']} (p={result['probability']:.3f}): overlay {result['overlay']}")
+            _fail(f"{outputs.shown(err.path)}: {err.reason}")
+    typer.echo(f"{result['class']} (p={result['probability']:.3f}): overlay {outputs.shown(target)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -67,7 +67,7 @@ def test_train_eval_predict_explain_export_on_real_fixtures(dataset, tmp_path, o
     assert (tmp_path / "cam.png").stat().st_size > 1000
 
     cli("export", run, "--format", "onnx", "--out", tmp_path / "m.onnx")
-    meta = json.loads((tmp_path / "m.json").read_text())
+    meta = json.loads((tmp_path / "m.onnx.json").read_text())
     assert meta["parity_max_abs_diff"] < 1e-4
     import onnxruntime as ort
 

@@ -178,7 +178,7 @@ def test_export_parity_dynamic_batch_and_sidecar_json(finished, tmp_path, fmt):
     out = tmp_path / ("m.onnx" if fmt == "onnx" else "m.pt")
     result = cli("export", run, "--format", fmt, "--out", out)
     assert result.exit_code == 0, result.output
-    meta = json.loads(out.with_suffix(".json").read_text())
+    meta = json.loads(out.with_name(out.name + ".json").read_text())  # per-format name: never shared
     assert meta["parity_max_abs_diff"] < 1e-4 and "max abs diff" in result.output
     assert meta["classes"] == ["Normal", "Effusion", "Nodule", "Opacity"]
     assert meta["input"]["size"] == [32, 32] and len(meta["input"]["mean"]) == 3

@@ -2,17 +2,21 @@
 consumer needs (preprocessing, classes, thresholds), and a parity check against PyTorch."""
 from __future__ import annotations
 
+import io
 import json
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import torch
 from torch import nn
 
+from . import outputs
 from . import thresholds as thr
 from .run_model import RunModel, RunModelError, to_probabilities
 
 FORMATS = ("onnx", "torchscript")
+MODEL_SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts", ".torchscript")}
 EXPORT_HINT = "uv sync --extra export (or pip install 'medcls[export]')"
 
 
@@ -32,19 +36,22 @@ def export_run(rm: RunModel, fmt: str, out: Optional[Path] = None) -> dict:
     """Write the model and its JSON; returns the JSON content (with the parity figure)."""
     if fmt not in FORMATS:
         raise RunModelError(f"format: '{fmt}' is not one of {', '.join(FORMATS)}")
-    out = Path(out) if out else rm.run_dir / "export" / f"model.{'onnx' if fmt == 'onnx' else 'pt'}"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out, sidecar = export_paths(rm.run_dir, fmt, out)
     wrapper = ProbabilityModel(rm.model.float().cpu().eval(), rm.multi_label).eval()
     example = torch.randn(2, 3, rm.img_size, rm.img_size)
     check = torch.randn(3, 3, rm.img_size, rm.img_size)  # another batch size: proves the batch is dynamic
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch's own deprecation notes for jit/onnx are not the user's to act on; they hid the result line
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         expected = wrapper(check)
         if fmt == "onnx":
-            got = _export_onnx(wrapper, example, out, check)
-        else:
-            traced = torch.jit.trace(wrapper, example)
-            traced.save(str(out))
-            got = torch.jit.load(str(out)).eval()(check)
+            data, got = _export_onnx(wrapper, example, check)
+        else:  # serialised in memory: a failed C++ file write (full disk, /dev/full) aborts the process
+            buffer = io.BytesIO()
+            torch.jit.save(torch.jit.trace(wrapper, example), buffer)
+            data = buffer.getvalue()
+            got = torch.jit.load(io.BytesIO(data)).eval()(check)
     diff = float((expected - torch.as_tensor(got)).abs().max())
     stored = thr.load_thresholds(rm.run_dir)
     meta = {
@@ -60,18 +67,33 @@ def export_run(rm: RunModel, fmt: str, out: Optional[Path] = None) -> dict:
                      else "the class with the highest probability"),
         "parity_max_abs_diff": diff,
     }
-    out.with_suffix(".json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    meta["path"] = str(out)
+    outputs.write_bytes(out, data, "--out")
+    outputs.write_bytes(sidecar, json.dumps(meta, indent=2).encode("utf-8"), "--out")
+    meta["path"], meta["metadata"] = str(out), str(sidecar)
     return meta
 
 
-def _export_onnx(wrapper: nn.Module, example: torch.Tensor, out: Path, check: torch.Tensor):
+def export_paths(run_dir: Path, fmt: str, out: Optional[Path] = None) -> tuple[Path, Path]:
+    """(model file, metadata JSON): <run>/export/model.onnx|.pt by default, the JSON always named
+    <model file>.json, so the two formats never share one and the JSON can never be the model."""
+    suffixes = MODEL_SUFFIXES[fmt]
+    if out is None:
+        out = Path(run_dir) / "export" / f"model{suffixes[0]}"
+    out = outputs.check_file(Path(out), "--out", run_dir, suffixes)
+    sidecar = outputs.check_file(out.with_name(out.name + ".json"), "--out (metadata)", run_dir)
+    outputs.distinct([out, sidecar], "--out")
+    return out, sidecar
+
+
+def _export_onnx(wrapper: nn.Module, example: torch.Tensor, check: torch.Tensor) -> tuple[bytes, torch.Tensor]:
     try:
         import onnxruntime as ort
     except ImportError:
         raise RunModelError(f"export --format onnx needs onnx and onnxruntime, an optional extra: {EXPORT_HINT}") from None
-    torch.onnx.export(wrapper, (example,), str(out), input_names=["image"], output_names=["probabilities"],
+    buffer = io.BytesIO()
+    torch.onnx.export(wrapper, (example,), buffer, input_names=["image"], output_names=["probabilities"],
                       dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}}, opset_version=17,
                       dynamo=False)
-    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    return torch.from_numpy(session.run(None, {"image": check.numpy()})[0])
+    data = buffer.getvalue()
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return data, torch.from_numpy(session.run(None, {"image": check.numpy()})[0])

@@ -6,6 +6,7 @@ use the run's thresholds.json (chosen on validation) when it exists.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +16,10 @@ import numpy as np
 import torch
 
 from ..data.decode import ALL_SUFFIXES, DecodeError, load_resized
+from . import outputs
 from . import thresholds as thr
 from .metrics import predicted_class
+from .outputs import shown
 from .run_model import RunModel, RunModelError, predict_images
 
 PATH_COLUMNS = ("path", "image", "file", "filename", "image_path")
@@ -46,9 +49,25 @@ def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def paths_from_csv(path: Path) -> list[Path]:
-    """The column named path/image/file/filename (else the first); relative paths are relative to the csv."""
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.reader(fh))
+    """The column named path/image/file/filename (else the first); relative paths are relative to the csv.
+
+    A csv that is not UTF-8 text, holds a NUL byte or a field over the csv module's limit is one
+    RunModelError line naming the file and line, before the model loads."""
+    raw = path.read_bytes()
+    if b"\x00" in raw:
+        line = raw[:raw.index(b"\x00")].count(b"\n") + 1
+        raise RunModelError(f"{shown(path)} line {line}: holds a NUL byte; a csv of image paths must be UTF-8 text")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise RunModelError(f"{shown(path)} line {line}: not UTF-8 (byte 0x{raw[err.start]:02x}); save the csv "
+                            "as UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        rows = list(reader)
+    except csv.Error as err:
+        raise RunModelError(f"{shown(path)} line {reader.line_num}: unreadable csv ({err})") from None
     if not rows:
         return []
     header = [h.strip().lower() for h in rows[0]]
@@ -98,17 +117,20 @@ def predict_paths(rm: RunModel, files: Sequence[Path], batch_size: int = 32, tta
 
 
 def write_predictions(results: list[Prediction], classes: list[str], out: Path, fmt: Optional[str] = None) -> Path:
+    """csv or json, written to a temp file and renamed: a failure (full disk) leaves no partial file."""
     fmt = fmt or ("json" if out.suffix.lower() == ".json" else "csv")
     if fmt not in FORMATS:
         raise RunModelError(f"format: '{fmt}' is not one of {', '.join(FORMATS)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "json":
-        out.write_text(json.dumps([vars(r) for r in results], indent=2), encoding="utf-8")
-        return out
-    with open(out, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", *[f"p_{c}" for c in classes], "labels", "error"])
-        for r in results:
-            probs = [f"{r.probabilities[c]:.6f}" for c in classes] if r.probabilities else [""] * len(classes)
-            w.writerow([r.path, *probs, "|".join(r.labels), r.error or ""])
+    outputs.check_folder(out.parent, "--out")
+    with outputs.atomic_path(out, "--out") as tmp:
+        if fmt == "json":
+            rows = [{**vars(r), "path": shown(r.path), "error": r.error and shown(r.error)} for r in results]
+            tmp.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+        else:
+            with open(tmp, "w", newline="", encoding="utf-8") as fh:
+                w = csv.writer(fh)
+                w.writerow(["path", *[f"p_{c}" for c in classes], "labels", "error"])
+                for r in results:
+                    probs = [f"{r.probabilities[c]:.6f}" for c in classes] if r.probabilities else [""] * len(classes)
+                    w.writerow([shown(r.path), *probs, "|".join(r.labels), shown(r.error or "")])
     return out

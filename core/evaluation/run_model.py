@@ -91,6 +91,54 @@ def checkpoint_path(run_dir: Path, which: str) -> Path:
     return path
 
 
+def resolve_device(requested: str | torch.device) -> torch.device:
+    """The --device check train uses (auto, cpu, cuda, cuda:N; a GPU must exist), as one RunModelError line."""
+    from ..config import ConfigError, validate_layer
+    from ..hardware import pick_device
+
+    if isinstance(requested, torch.device):
+        return requested
+    try:
+        value = validate_layer({"device": requested}, "--device")["device"].strip().lower()
+        return pick_device(value)
+    except (ConfigError, RuntimeError) as err:
+        raise RunModelError(str(err).replace("--device: device:", "--device:")) from None
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint's dict with a 'model' state dict; anything else (empty, truncated, garbage, another
+    program's pickle) is one RunModelError line naming the file, never a torch traceback."""
+    import pickle
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # torch warns about foreign pickles on stderr; the error line says it
+            warnings.simplefilter("ignore")
+            state = load_checkpoint(path)
+    except pickle.UnpicklingError:
+        raise RunModelError(f"{path}: not a medcls checkpoint (garbage, or a pickle that would run code: "
+                            "refused)") from None
+    except Exception as err:  # noqa: BLE001 - torch.load raises many types for a broken file
+        empty = path.is_file() and path.stat().st_size == 0
+        reason = "empty file (0 bytes)" if empty else f"truncated or corrupt: {type(err).__name__}"
+        raise RunModelError(f"{path}: not a readable medcls checkpoint ({reason})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise RunModelError(f"{path}: not a medcls checkpoint (expected a dict with a 'model' state dict)")
+    return state
+
+
+def fit_weights(model: nn.Module, weights: dict, path: Path, what: str) -> None:
+    """load_state_dict, with a mismatch (another model or class count) as one line naming both files."""
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        text = str(err)
+        kinds = [k for k in ("Missing key", "Unexpected key", "size mismatch") if k in text]
+        raise RunModelError(f"{path}: its weights do not fit {what}: "
+                            f"{', '.join(kinds).lower() or 'incompatible tensors'}; was the checkpoint "
+                            "or config.yaml replaced?") from None
+
+
 def find_run(run: str, output_dir: str = "runs") -> Path:
     """A run folder path or a run name under output_dir."""
     try:
@@ -101,18 +149,20 @@ def find_run(run: str, output_dir: str = "runs") -> Path:
 
 def load_run_model(run_dir: Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> RunModel:
     run_dir = Path(run_dir)
+    dev = resolve_device(device)
     cfg = read_run_config(run_dir)
-    state = load_checkpoint(checkpoint_path(run_dir, checkpoint))
+    path = checkpoint_path(run_dir, checkpoint)
+    state = read_checkpoint(path)
     started = run_started_record(run_dir)
     classes = list(state.get("classes") or started.get("classes") or [])
-    if not classes:
-        raise RunModelError(f"{run_dir}: the checkpoint names no classes")
+    if not classes or not all(isinstance(c, str) for c in classes):
+        raise RunModelError(f"{path}: the checkpoint names no classes (expected a list of class names)")
     multi_label = bool(started["multi_label"]) if "multi_label" in started else bool(cfg.multi_label)
     timm_name = resolve_model_name(cfg.model)
     img_size = int(cfg.img_size or 224)
     model = build_model(timm_name, len(classes), cfg.mode, img_size=img_size, pretrained_path=None)
-    model.load_state_dict(state["model"])
-    dev = torch.device(device)
+    fit_weights(model, state["model"], path, f"model '{cfg.model}' with {len(classes)} classes "
+                f"({run_dir / runs.CONFIG_FILE})")
     model.to(dev).eval()
     pcfg = getattr(model.backbone, "pretrained_cfg", {}) or {}
     return RunModel(run_dir=run_dir, config=cfg, model=model, classes=classes, multi_label=multi_label,
