@@ -404,3 +404,13 @@ def test_generated_csv_of_paths_never_tracebacks_or_leaves_a_partial_file(traine
             assert not (work / "p.csv").exists() and not list(work.glob(".*.tmp*"))
 
     check()
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_a_gpu_index_the_machine_lacks_is_one_line(trained, work, monkeypatch, command):
+    """cuda:3 on a 1-GPU machine failed only when the model moved ("invalid device ordinal", a traceback)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    _no_model_or_data(monkeypatch)
+    args = command_args(command, trained, an_image(work / "a.png"), work)
+    one_line(cli(*args, "--device", "cuda:3"), 2, "--device", "1 GPU(s)")
