@@ -414,3 +414,11 @@ def test_a_gpu_index_the_machine_lacks_is_one_line(trained, work, monkeypatch, c
     _no_model_or_data(monkeypatch)
     args = command_args(command, trained, an_image(work / "a.png"), work)
     one_line(cli(*args, "--device", "cuda:3"), 2, "--device", "1 GPU(s)")
+
+
+def test_a_class_name_never_becomes_a_path_for_the_default_overlay(trained, work):
+    """Without a RunStarted record the class is checked after the output path: it must not create folders."""
+    run = clone_run(trained, work / "runs" / "x")
+    (run / "metrics.jsonl").write_text("")
+    one_line(cli("explain", run, an_image(work / "a.png"), "--class", "../../../escaped/x"), 2, "class")
+    assert not list(work.rglob("escaped")) and not list(work.rglob("a_..")), "the class name made folders"
