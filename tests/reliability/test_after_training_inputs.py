@@ -278,6 +278,9 @@ def test_predict_never_overwrites_silently_and_shows_a_table(trained, work):
     first = cli("predict", trained, image, "--out", out)
     assert first.exit_code == 0, first.output
     assert "predictions (first 1 of 1" in first.stdout and "scan_a.png" in first.stdout
+    row = next(csv.DictReader(out.open()))
+    shown_row = next(ln for ln in first.stdout.splitlines() if "scan_a.png" in ln)
+    assert row["labels"] in shown_row and f"{float(row['p_' + row['labels']]):.3f}" in shown_row, shown_row
     content = out.read_bytes()
     one_line(cli("predict", trained, an_image(work / "other.png", 1), "--out", out), 2, "already exists",
              "--overwrite")
