@@ -6,6 +6,7 @@ expected failure into one `error:` line with exit code 2.
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -72,18 +73,18 @@ def _check_eval_args(run: str, output_dir: str, split: str, checkpoint: str, dat
 
 
 def _echo_predictions(results, target: Path, limit: int = 10) -> None:
-    """A short table in the terminal: file, labels, top probability (the rest is in the output file)."""
+    """A short table in the terminal: file, labels and their probabilities (the rest is in the output file)."""
     from rich.console import Console
     from rich.table import Table
 
     from core.evaluation.outputs import shown
 
     table = Table(title=f"predictions (first {min(limit, len(results))} of {len(results)}; all in {shown(target)})")
-    for col in ("file", "labels", "top p"):
-        table.add_column(col, justify="right" if col == "top p" else "left", overflow="fold")
+    for col in ("file", "labels", "p"):  # p of each label given: a thresholded label need not be the top class
+        table.add_column(col, justify="right" if col == "p" else "left", overflow="fold")
     for r in results[:limit]:
-        top = f"{max(r.probabilities.values()):.3f}" if r.probabilities else "-"
-        table.add_row(shown(Path(r.path).name), "|".join(r.labels) if not r.error else f"unreadable: {r.error}", top)
+        top = " ".join(f"{r.probabilities[c]:.3f}" for c in r.labels) if r.probabilities and r.labels else "-"
+        table.add_row(shown(Path(r.path).name), "|".join(r.labels) if not r.error else f"unreadable: {shown(r.error)}", top)
     Console(highlight=False, soft_wrap=False).print(table)
 
 
@@ -247,7 +248,8 @@ def explain_command(run: str = RUN, image: Path = typer.Argument(..., help="PNG,
             class_index(SimpleNamespace(classes=[str(c) for c in logged]), class_name)
         if not image.is_file():
             _fail(f"{outputs.shown(image)}: {'not a regular file' if image.exists() else 'missing file'}")
-        target = outputs.check_file(out or run_dir / "explain" / f"{image.stem}_{class_name or 'top'}.png",
+        label = re.sub(r"[^A-Za-z0-9._-]", "_", class_name or "top")  # a class name never makes a path
+        target = outputs.check_file(out or run_dir / "explain" / f"{image.stem}_{label}.png",
                                     "--out", run_dir, (".png",))
         rm = load_run_model(run_dir, checkpoint, "cpu")
         try:

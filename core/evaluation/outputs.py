@@ -26,7 +26,10 @@ class OutputError(RunModelError):
 
 def shown(path: str | Path) -> str:
     """A path as printable UTF-8 text: undecodable bytes of a file name become \\xNN, never an encode error."""
-    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+    try:
+        return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+    except UnicodeError:  # a lone surrogate that no file name decoded to
+        return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def protected(path: Path, run_dir: Optional[Path]) -> bool:

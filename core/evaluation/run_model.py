@@ -100,9 +100,13 @@ def resolve_device(requested: str | torch.device) -> torch.device:
         return requested
     try:
         value = validate_layer({"device": requested}, "--device")["device"].strip().lower()
-        return pick_device(value)
+        device = pick_device(value)
     except (ConfigError, RuntimeError) as err:
         raise RunModelError(str(err).replace("--device: device:", "--device:")) from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise RunModelError(f"--device: '{requested}' but this machine has {torch.cuda.device_count()} GPU(s) "
+                            "(cuda:0 to cuda:N-1)")
+    return device
 
 
 def read_checkpoint(path: Path) -> dict:

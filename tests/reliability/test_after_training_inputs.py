@@ -278,6 +278,9 @@ def test_predict_never_overwrites_silently_and_shows_a_table(trained, work):
     first = cli("predict", trained, image, "--out", out)
     assert first.exit_code == 0, first.output
     assert "predictions (first 1 of 1" in first.stdout and "scan_a.png" in first.stdout
+    row = next(csv.DictReader(out.open()))
+    shown_row = next(ln for ln in first.stdout.splitlines() if "scan_a.png" in ln)
+    assert row["labels"] in shown_row and f"{float(row['p_' + row['labels']]):.3f}" in shown_row, shown_row
     content = out.read_bytes()
     one_line(cli("predict", trained, an_image(work / "other.png", 1), "--out", out), 2, "already exists",
              "--overwrite")
@@ -404,3 +407,21 @@ def test_generated_csv_of_paths_never_tracebacks_or_leaves_a_partial_file(traine
             assert not (work / "p.csv").exists() and not list(work.glob(".*.tmp*"))
 
     check()
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_a_gpu_index_the_machine_lacks_is_one_line(trained, work, monkeypatch, command):
+    """cuda:3 on a 1-GPU machine failed only when the model moved ("invalid device ordinal", a traceback)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    _no_model_or_data(monkeypatch)
+    args = command_args(command, trained, an_image(work / "a.png"), work)
+    one_line(cli(*args, "--device", "cuda:3"), 2, "--device", "1 GPU(s)")
+
+
+def test_a_class_name_never_becomes_a_path_for_the_default_overlay(trained, work):
+    """Without a RunStarted record the class is checked after the output path: it must not create folders."""
+    run = clone_run(trained, work / "runs" / "x")
+    (run / "metrics.jsonl").write_text("")
+    one_line(cli("explain", run, an_image(work / "a.png"), "--class", "../../../escaped/x"), 2, "class")
+    assert not list(work.rglob("escaped")) and not list(work.rglob("a_..")), "the class name made folders"
