@@ -151,8 +151,10 @@ class MedclsApp(App):
 
         A daemon thread, not a worker: quitting during the import must not wait for it to finish.
         """
+        from . import engine_import
+
         try:
-            import core.engine  # noqa: F401
+            engine_import.import_engine()  # under the lock the picker's checks take (engine_import.py)
         finally:
             self.engine_ready.set()
             try:

@@ -152,6 +152,8 @@ class Resolution:
     error: Optional[str] = None
     """The engine's one-line ConfigError, as the engine words it. With `resolved` set too, the config is
     valid but its data cannot be found (core.data_check): values and tips show, training refuses."""
+    internal: bool = False
+    """`error` is a bug or a broken install (any exception but ConfigError), not the user's settings."""
 
     @property
     def trainable(self) -> bool:
@@ -173,8 +175,28 @@ def resolve_form(form: FormModel, vram_gib: Optional[float] | str = "detect",
     except ConfigError as err:
         return Resolution(None, str(err))
     except Exception as err:  # noqa: BLE001 - e.g. a broken install: show it instead of crashing the UI
-        return Resolution(None, f"{type(err).__name__}: {err}")
+        log = log_internal_error(err)
+        return Resolution(None, f"internal error, not your settings: {type(err).__name__}: "
+                                f"{err} (traceback in {log})", internal=True)
     return Resolution(resolved, data_problem(resolved))
+
+
+def log_internal_error(err: BaseException) -> str:
+    """Append err's traceback to the user's medcls log (never to the terminal, which the app owns);
+    returns where, for the message."""
+    import os
+    import time
+    import traceback
+
+    path = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "medcls" / "tui-errors.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} picker config check\n")
+            fh.write("".join(traceback.format_exception(type(err), err, err.__traceback__)))
+    except OSError:
+        return "nowhere: the log file could not be written"
+    return str(path)
 
 
 def data_problem(resolved: ResolvedConfig) -> Optional[str]:

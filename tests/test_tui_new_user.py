@@ -1,9 +1,11 @@
 """Issue 28: what a new user still tripped over, each checked through the app (Pilot) or the CLI."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 
-from test_tui_helpers import make_app, picker_ready, screen_text, wait_for
+from test_tui_helpers import WAIT_S, make_app, picker_ready, screen_text, wait_for
 
 
 def _row(text: str, label: str) -> str:
@@ -24,3 +26,81 @@ async def test_checkboxes_say_their_state_in_text(tmp_path, ascii_mode):
         await pilot.press("space")
         await wait_for(pilot, lambda: "[x] timm ImageNet" in _row(screen_text(app), "pretrained"),
                        what="pretrained checked")
+
+
+class _WatchedLock:
+    """ENGINE_LOCK that reports a thread having to wait for it."""
+
+    def __init__(self, waited: threading.Event) -> None:
+        self.inner = threading.RLock()
+        self.waited = waited
+
+    def __enter__(self):
+        if not self.inner.acquire(blocking=False):
+            self.waited.set()
+            self.inner.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.inner.release()
+
+
+async def test_config_check_never_runs_beside_the_engine_import(tmp_path, monkeypatch):
+    """28.3: the picker's background check raced the engine-loading thread (CPython's AST state is per
+    interpreter: `SystemError: AST constructor recursion depth mismatch`). An Event-gated fake import
+    holds the engine import open; a config check requested meanwhile must wait for it, not run beside it."""
+    import core.resolve
+    from medcls_tui import engine_import
+
+    importing, release, progressed = threading.Event(), threading.Event(), threading.Event()
+    overlapped: list[str] = []
+    real_resolve = core.resolve.resolve_config
+
+    def gated_import() -> None:
+        importing.set()
+        release.wait(WAIT_S)
+        importing.clear()
+
+    def watched_resolve(*args, **kwargs):
+        if importing.is_set():
+            overlapped.append("resolve_config ran during the engine import")
+            progressed.set()
+        return real_resolve(*args, **kwargs)
+
+    monkeypatch.setattr(engine_import, "_import", gated_import)
+    monkeypatch.setattr(engine_import, "ENGINE_LOCK", _WatchedLock(progressed))
+    monkeypatch.setattr(core.resolve, "resolve_config", watched_resolve)
+    app = make_app(tmp_path / "runs")
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, importing.is_set, what="the engine import to start")
+            picker = app.picker
+            picker.request_resolution()  # an edit while torch is still importing
+            await wait_for(pilot, progressed.is_set, what="the check to wait for the lock (or run)")
+            release.set()
+            await picker_ready(pilot)
+            assert not overlapped
+            assert "ready" in screen_text(app)
+    finally:
+        release.set()
+
+
+async def test_an_internal_error_is_not_shown_as_a_config_error(tmp_path, monkeypatch):
+    """28.3: any exception but ConfigError is an internal error: said so with its type, logged with its
+    traceback, and no field is marked wrong."""
+    import core.resolve
+
+    def broken(*args, **kwargs):
+        raise SystemError("AST constructor recursion depth mismatch (before=1, after=3)")
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(core.resolve, "resolve_config", broken)
+    app = make_app(tmp_path / "runs")
+    async with app.run_test(size=(120, 40)) as pilot:
+        picker = await picker_ready(pilot)
+        status = str(picker.query_one("#picker-status").render())
+        assert status.startswith("internal error, not your settings: SystemError: AST constructor"), status
+        assert "invalid" not in " ".join(str(r.classes) for r in picker.query(".field-row"))
+        log = tmp_path / "cache" / "medcls" / "tui-errors.log"
+        assert "SystemError: AST constructor recursion depth mismatch" in log.read_text()
+        assert str(log) in status

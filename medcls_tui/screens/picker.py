@@ -15,6 +15,7 @@ from textual.worker import get_current_worker
 
 from core.config import field_doc
 
+from .. import engine_import
 from ..picker_logic import (
     MAIN_FIELDS,
     TEXT_FIELDS,
@@ -166,12 +167,13 @@ class PickerScreen(Screen):
 
     @work(thread=True, exclusive=True, group="resolve", exit_on_error=False)
     def _resolve(self, generation: int, form: FormModel, vram: Any, app_flags: dict) -> None:
-        resolution = resolve_form(form, vram, flags=app_flags)
-        rows: list = []
-        dataset: tuple = ("", [])
-        if resolution.resolved is not None:
-            rows = explain(resolution.resolved, vram)
-            dataset = dataset_notes(resolution.resolved.config.dataset)
+        with engine_import.ENGINE_LOCK:  # never beside the engine's import (engine_import.py)
+            resolution = resolve_form(form, vram, flags=app_flags)
+            rows: list = []
+            dataset: tuple = ("", [])
+            if resolution.resolved is not None:
+                rows = explain(resolution.resolved, vram)
+                dataset = dataset_notes(resolution.resolved.config.dataset)
         if not get_current_worker().is_cancelled:
             self.post_message(self.Resolved(generation, resolution, rows, dataset))
 
@@ -201,10 +203,10 @@ class PickerScreen(Screen):
                 self.show_ready()
         else:
             message_text = display_error(res.error or "")
-            key = res.field if res.field in MAIN_FIELDS else None
-            form_widget.set_error(key, message_text)
+            key = res.field if res.field in MAIN_FIELDS and not res.internal else None
+            form_widget.set_error(key, "" if res.internal else message_text)
             tips.show(tips_text(self.form.preset, [], error=message_text))
-            self.set_status(Text(message_text, style="bold red"))
+            self.set_status(Text(message_text, style="bold magenta" if res.internal else "bold red"))
         if hasattr(self.app.screen, "config_changed") and self.app.screen is not self:
             self.app.screen.config_changed()
 
@@ -253,7 +255,12 @@ class PickerScreen(Screen):
 
     # ------------------------------------------------------------------ actions
     def action_train(self) -> None:
-        resolution = resolve_form(self.form, self.app.tips_vram(), flags=self.app.app_flags())
+        if not self.app.engine_ready.is_set():  # resolving now would run beside the import (and wait for it)
+            self.notify("the training engine (torch, timm) is still loading: ctrl+t again when the status "
+                        "line says ready", title="not yet", severity="warning")
+            return
+        with engine_import.ENGINE_LOCK:
+            resolution = resolve_form(self.form, self.app.tips_vram(), flags=self.app.app_flags())
         if not resolution.trainable:
             message_text = display_error(resolution.error or "")
             self.query_one(SettingsForm).set_error(resolution.field if resolution.field in MAIN_FIELDS else None,
