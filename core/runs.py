@@ -196,11 +196,14 @@ def list_runs(output_dir: str = "runs") -> list[RunInfo]:
         if not (path / CONFIG_FILE).is_file():
             continue
         s = read_summary(path)
+        status = run_status(path, s)
+        if status in ("running", "interrupted"):  # summary.json is missing or from before an extension
+            s = {**s, **progress_from_metrics(path)}
         mtime = (path / CONFIG_FILE).stat().st_mtime
         monitor = s.get("monitor")
         best_epoch = s.get("best_epoch")
         runs.append(RunInfo(
-            name=path.name, path=path, status=run_status(path, s),
+            name=path.name, path=path, status=status,
             monitor=monitor if isinstance(monitor, str) else None,
             best_value=_number(s.get("best_value")),
             best_epoch=best_epoch if isinstance(best_epoch, int) and not isinstance(best_epoch, bool) else None,
@@ -208,5 +211,34 @@ def list_runs(output_dir: str = "runs") -> list[RunInfo]:
             date=time.strftime("%Y-%m-%d %H:%M", time.localtime(mtime)),
             model=str(s.get("model", ""))[:64], dataset=str(s.get("dataset", ""))[:64],
         ))
-    runs.sort(key=lambda r: r.path.stat().st_mtime, reverse=True)
+    runs.sort(key=lambda r: ((r.path / CONFIG_FILE).stat().st_mtime, r.name), reverse=True)  # as `date` shows
     return runs
+
+
+def progress_from_metrics(run_dir: Path) -> dict[str, Any]:
+    """summary.json's model, dataset, monitor, epochs_completed and best, read from metrics.jsonl: what
+    a run still being written (or killed) has done so far. Step records are skipped unparsed."""
+    out: dict[str, Any] = {}
+    path = Path(run_dir) / METRICS_FILE
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []
+    except OSError:
+        return out
+    for line in lines:
+        if '"StepDone"' in line[:40]:
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        event = record.get("event") if isinstance(record, dict) else None
+        if event == "RunStarted" and isinstance(record.get("config"), dict):
+            cfg = record["config"]
+            out.update({k: cfg[k] for k in ("model", "dataset", "monitor") if isinstance(cfg.get(k), str)})
+        elif event == "EpochDone" and isinstance(record.get("epoch"), int):
+            out["epochs_completed"] = record["epoch"]
+        elif event == "EarlyStopState":
+            out.update({k: record.get(k) for k in ("best_value", "best_epoch")})
+            if isinstance(record.get("monitor"), str):
+                out["monitor"] = record["monitor"]
+    return out

@@ -104,3 +104,70 @@ async def test_an_internal_error_is_not_shown_as_a_config_error(tmp_path, monkey
         log = tmp_path / "cache" / "medcls" / "tui-errors.log"
         assert "SystemError: AST constructor recursion depth mismatch" in log.read_text()
         assert str(log) in status
+
+
+def _scripted_run(root, name, epochs_done, summary=None, started=None):
+    """A run folder written as the engine writes it, up to `epochs_done` validations."""
+    import json
+    import os
+
+    from test_tui_helpers import scripted_events
+
+    run = root / name
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("model: resnet18\n")
+    records = []
+    for e in scripted_events(f"{root}/{name}"):
+        d = e.to_dict()
+        if d["event"] == "EpochDone" and d["epoch"] > epochs_done:
+            break
+        records.append(d)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if summary is not None:
+        (run / "summary.json").write_text(json.dumps(summary))
+    if started is not None:
+        os.utime(run / "config.yaml", (started, started))
+    return run
+
+
+def test_a_live_run_is_listed_with_model_epochs_and_best_and_runs_sort_by_start(tmp_path):
+    """28.4 / 28.11: a run another process is writing (no summary.json yet) shows its model, epochs and
+    best after its first validation; the list is sorted by the start time it shows."""
+    import os
+    import re
+
+    from typer.testing import CliRunner
+
+    from core.runlock import RunLock
+    from medcls_tui.cli import app as cli_app
+
+    root = tmp_path / "runs"
+    old = _scripted_run(root, "older", 3, started=1_700_000_000,
+                        summary={"status": "finished", "model": "resnet18", "epochs_completed": 3,
+                                 "monitor": "val_auroc", "best_value": 0.7, "best_epoch": 2})
+    live = _scripted_run(root, "live", 1, started=1_800_000_000)
+    lock = RunLock(live).acquire()
+    try:
+        os.utime(old, None)  # the older run's folder was touched last (e.g. scored): still listed second
+        result = CliRunner().invoke(cli_app, ["runs", "--output_dir", str(root)])
+    finally:
+        lock.release()
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert re.search(r"live\s+running\s+val_auroc 0\.7100\s+1\s+resnet18", lines[1]), result.output
+    assert lines[2].startswith("older"), result.output
+    assert "started" in lines[0]
+
+
+def test_runs_with_a_missing_output_dir_says_so(tmp_path):
+    """28.11: `medcls runs --output_dir typo` is an error naming the folder (exit 2), not "no runs"."""
+    from typer.testing import CliRunner
+
+    from medcls_tui.cli import app as cli_app
+
+    result = CliRunner().invoke(cli_app, ["runs", "--output_dir", str(tmp_path / "typo")])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: output_dir: ") and "typo' does not exist" in result.output
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(cli_app, ["runs", "--output_dir", str(tmp_path / "empty")])
+    assert result.exit_code == 0 and "no runs in" in result.output
