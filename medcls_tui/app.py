@@ -303,6 +303,7 @@ class MedclsApp(App):
         from core.runs import list_runs
 
         from .screens.runs import can_resume
+        from .shell_command import command
 
         folder = Path(self.output_dir).expanduser().resolve()
         lines = []
@@ -312,9 +313,9 @@ class MedclsApp(App):
             lines.append(f"medcls: last run {state.run_name}: {state.status.replace('_', ' ')}, "
                          f"{self.result_text(state).removeprefix('failed: ')}")
             if can_resume(state.status, (Path(where) / "checkpoints" / "last.pt").is_file())[0]:
-                lines.append(f"  resume it: medcls train --retrain {where}")
+                lines.append(f"  resume it: {command('train', '--retrain', where)}")
         runs = list_runs(folder) if folder.is_dir() else []
-        lines.append(f"medcls: {count(len(runs), 'run')} in {folder} (medcls runs --output_dir {self.output_dir})")
+        lines.append(f"medcls: {count(len(runs), 'run')} in {folder} ({command('runs', '--output_dir', self.output_dir)})")
         return "\n".join(lines)
 
     def toggle_pause(self) -> None:

@@ -39,8 +39,10 @@ def main_callback(ctx: typer.Context,
     if ctx.invoked_subcommand is not None:
         return
     if not sys.stdin.isatty() or not sys.stdout.isatty():
+        from .shell_command import command
+
         typer.echo(f"medcls: no terminal for the app; training preset '{preset}' headless "
-                   "(`medcls train --help` for your own runs)", err=True)
+                   f"(`{command('train', '--help')}` for your own runs)", err=True)
         from core.config import ConfigError
 
         try:

@@ -171,3 +171,46 @@ def test_runs_with_a_missing_output_dir_says_so(tmp_path):
     (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(cli_app, ["runs", "--output_dir", str(tmp_path / "empty")])
     assert result.exit_code == 0 and "no runs in" in result.output
+
+
+def test_printed_commands_run_as_printed(tmp_path, monkeypatch):
+    """28.5: the shell is told `uv run medcls ...` under uv (where a bare `medcls` is not on PATH after
+    the README's set-up), else a command that exists; the farewell's runs command then runs as printed."""
+    import shlex
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from medcls_tui.app import MedclsApp
+    from medcls_tui.shell_command import medcls_command
+
+    monkeypatch.setenv("UV", "/usr/bin/uv")
+    assert medcls_command() == "uv run medcls"
+    monkeypatch.delenv("UV")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no medcls entry point on PATH
+    assert shlex.split(medcls_command()) == [sys.executable, "-m", "medcls_tui"]
+    monkeypatch.undo()
+
+    root = tmp_path / "out dir"
+    _scripted_run(root, "done", 2, summary={"status": "finished", "epochs_completed": 2})
+    line = MedclsApp(output_dir=str(root)).farewell().splitlines()[-1]
+    printed = line[line.index("(") + 1:line.rindex(")")]
+    assert printed.startswith(medcls_command() + " runs --output_dir ")
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(shlex.split(printed), cwd=repo, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "done" in done.stdout and "finished" in done.stdout
+
+
+def test_readme_command_table_runs_as_written():
+    """28.5: the README's command table is run as `uv run medcls ...` (a bare `medcls` is not on PATH
+    after its set-up)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Commands\n"):readme.index("## Datasets\n")]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert len(rows) >= 6
+    for row in rows:
+        commands = [part for part in row.split("`") if "medcls " in part]
+        assert commands and all(c.startswith("uv run medcls ") for c in commands), row
