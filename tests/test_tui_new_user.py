@@ -214,3 +214,30 @@ def test_readme_command_table_runs_as_written():
     for row in rows:
         commands = [part for part in row.split("`") if "medcls " in part]
         assert commands and all(c.startswith("uv run medcls ") for c in commands), row
+
+
+@pytest.mark.parametrize("key", ["t", "v"])
+async def test_scoring_refuses_a_run_another_process_writes(tmp_path, key):
+    """28.7: `t`/`v` on a run whose run.lock another process holds is refused (as `e` is): nothing is
+    written into it."""
+    from core.runlock import RunLock
+    from medcls_tui.screens.evaluation import EvaluationScreen
+
+    run = _scripted_run(tmp_path / "runs", "busy", 2, summary={"status": "finished", "epochs_completed": 2})
+    app = make_app(tmp_path / "runs")
+    lock = RunLock(run).acquire()
+    before = sorted(p.name for p in run.iterdir())
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await picker_ready(pilot)
+            app.push_screen(EvaluationScreen(run))
+            await wait_for(pilot, lambda: isinstance(app.screen, EvaluationScreen), what="evaluation screen")
+            await pilot.pause()
+            await pilot.press(key)
+            await pilot.pause()
+            notes = [str(n.message) for n in app._notifications]
+            assert any("cannot score now" in n and "being written by another process" in n for n in notes), notes
+            assert not app.screen.busy
+            assert sorted(p.name for p in run.iterdir()) == before
+    finally:
+        lock.release()
