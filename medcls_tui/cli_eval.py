@@ -157,6 +157,8 @@ def explain_command(run: str = RUN, image: Path = typer.Argument(..., help="PNG,
         except DecodeError as err:
             _fail(f"{err.path}: {err.reason}")
     typer.echo(f"{result['class']} (p={result['probability']:.3f}): overlay {result['overlay']}")
+    if result.get("note"):
+        typer.echo(f"note: {result['note']}")
 
 
 def register(app: typer.Typer) -> None:
