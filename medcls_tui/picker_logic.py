@@ -14,10 +14,11 @@ from core import tips
 from core.config import FIELD_NAMES, ConfigError, ResolvedConfig, field_doc
 from core.presets import PresetInfo, save_preset
 
-MAIN_FIELDS = ("dataset", "data_dir", "model", "mode", "pretrained", "epochs", "batch_size", "lr", "augmentation",
-               "early_stopping", "mixed_precision")
-"""The settings the picker edits (issue 6); every other key comes from the preset or the tips."""
-TEXT_FIELDS = ("data_dir", "model", "epochs", "batch_size", "lr", "early_stopping")
+MAIN_FIELDS = ("dataset", "data_dir", "model", "mode", "pretrained", "img_size", "epochs", "batch_size", "lr",
+               "augmentation", "early_stopping", "mixed_precision")
+"""The settings the picker edits (issue 6; img_size since issue 28.11: an NIH run trains at 224 px, which on
+a CPU is hours); every other key comes from the preset or the tips."""
+TEXT_FIELDS = ("data_dir", "model", "img_size", "epochs", "batch_size", "lr", "early_stopping")
 CHOICE_FIELDS = ("dataset", "mode", "augmentation", "pretrained", "mixed_precision")
 CHECKBOX_FIELDS = ("pretrained", "mixed_precision")
 GROUP_ORDER = ("dataset", "budget", "task", "custom")

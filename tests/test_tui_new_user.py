@@ -241,3 +241,112 @@ async def test_scoring_refuses_a_run_another_process_writes(tmp_path, key):
             assert sorted(p.name for p in run.iterdir()) == before
     finally:
         lock.release()
+
+
+async def test_text_fits_80_columns_footer_extend_dialog_and_loading_status(tmp_path, monkeypatch):
+    """28.11: at 80x24 nothing is cut: the picker's footer once a run exists (`^q Qui`), the extend
+    dialog's question, the status line while torch loads."""
+    from medcls_tui import engine_import
+    from medcls_tui.screens.extend_run import ExtendRunScreen
+    from test_tui_helpers import scripted_events, show_scripted_run
+
+    importing, release = threading.Event(), threading.Event()
+
+    def gated_import() -> None:
+        importing.set()
+        release.wait(WAIT_S)
+
+    monkeypatch.setattr(engine_import, "_import", gated_import)
+    app = make_app(tmp_path / "runs")
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: importing.is_set() and app.picker is not None and app.picker.is_current,
+                           what="picker checked while torch loads")
+            await pilot.pause()
+            status = str(app.picker.query_one("#picker-status").render()).strip()
+            assert status.startswith("loading") and status in screen_text(app), status
+            release.set()
+            await picker_ready(pilot)
+            show_scripted_run(app, scripted_events(str(tmp_path / "runs" / "x")), active=False)
+            await pilot.pause()
+            app.pop_screen()
+            await wait_for(pilot, lambda: app.screen is app.picker, what="picker")
+            await pilot.pause()
+            footer = screen_text(app).splitlines()[-1]
+            assert "w Watch" in footer and footer.rstrip().endswith("^q Quit"), footer
+            app.push_screen(ExtendRunScreen("resnet18-synthetic-ft-20261203-061550", 20))
+            await wait_for(pilot, lambda: isinstance(app.screen, ExtendRunScreen), what="extend dialog")
+            await pilot.pause()
+            box = app.screen.query_one("#extend-dialog").region
+            rows = screen_text(app).splitlines()[box.y:box.bottom]
+            inside = " ".join(" ".join(row[box.x + 1:box.right - 1].split()) for row in rows)
+            assert "(the LR schedule is re-planned for the new total)" in inside, inside
+    finally:
+        release.set()
+
+
+async def test_header_names_the_output_folder_and_forgets_a_failed_start(tmp_path):
+    """28.11: the picker's header said `medcls — runs` (the folder read as a screen name), and `run:
+    failed` stayed after the settings that made the run fail were changed."""
+    from textual.widgets import Input
+
+    from test_tui_helpers import stub_factory
+
+    app = make_app(tmp_path / "runs", stable=False, trainer_factory=stub_factory(fail="boom"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        picker = await picker_ready(pilot)
+        assert app.sub_title == f"output: {tmp_path / 'runs'}/"
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: picker.start_failure is not None and app.screen is picker,
+                       what="back to the picker with the failure")
+        assert app.sub_title.endswith(": failed")
+        picker.query_one("#field-epochs", Input).value = "3"  # the user changes the settings
+        await wait_for(pilot, lambda: picker.start_failure is None and picker.is_current, what="re-checked")
+        assert app.sub_title == f"output: {tmp_path / 'runs'}/"
+        assert app.session is None  # w (watch) no longer offers the failed attempt
+
+
+async def test_picker_edits_the_image_size(tmp_path):
+    """28.11: img_size is a picker field (an NIH preset trains at 224 px: hours on a CPU)."""
+    from textual.widgets import Input
+
+    app = make_app(tmp_path / "runs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        picker = await picker_ready(pilot)
+        assert "image size      64" in screen_text(app)
+        field = picker.query_one("#field-img_size", Input)
+        field.value = "48"
+        await wait_for(pilot, lambda: picker.is_current and picker.resolution.resolved is not None
+                       and picker.resolution.resolved.config.img_size == 48, what="img_size 48 resolved")
+        assert picker.resolution.resolved.sources["img_size"] == "flag"
+        field.value = "7"
+        await wait_for(pilot, lambda: picker.is_current and picker.resolution.error is not None, what="error")
+        assert "img_size" in picker.query_one("#error-img_size").render().plain
+
+
+async def test_advisor_use_with_the_same_values_is_no_edit(tmp_path):
+    """28.11: `u` in the advisor marked the preset edited (`*`, ctrl+r live) when its suggestion was
+    what the settings already had."""
+    from medcls_tui.screens.advisor import AdvisorScreen
+
+    app = make_app(tmp_path / "runs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        picker = await picker_ready(pilot)
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(app.screen, AdvisorScreen) and app.screen.table is not None,
+                       what="advisor")
+        advisor = app.screen
+        cfg = picker.resolution.resolved.config
+        advisor.suggestion = lambda: {"batch_size": cfg.batch_size, "grad_accum_steps": cfg.grad_accum_steps}
+        await pilot.press("u")
+        await wait_for(pilot, lambda: app.screen is picker, what="back to the picker")
+        await pilot.pause()
+        assert not picker.form.edited(picker.form.preset) and not picker.form.extra
+        assert any("nothing changed" in str(n.message) for n in app._notifications)
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(app.screen, AdvisorScreen), what="advisor again")
+        app.screen.suggestion = lambda: {"batch_size": cfg.batch_size * 2, "grad_accum_steps": 1}
+        await pilot.press("u")
+        await wait_for(pilot, lambda: app.screen is picker, what="back to the picker")
+        assert picker.form.extra == {"batch_size": cfg.batch_size * 2, "grad_accum_steps": 1}
+        assert picker.form.edited(picker.form.preset)

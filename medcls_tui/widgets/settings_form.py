@@ -16,7 +16,7 @@ from ..picker_logic import CHECKBOX_FIELDS, MAIN_FIELDS, TEXT_FIELDS, FormModel,
 LABELS = {
     "dataset": "dataset", "data_dir": "data dir", "model": "model", "mode": "mode", "epochs": "epochs",
     "batch_size": "batch size", "lr": "LR", "augmentation": "augmentation", "early_stopping": "early stop",
-    "mixed_precision": "mixed precision", "pretrained": "pretrained",
+    "mixed_precision": "mixed precision", "pretrained": "pretrained", "img_size": "image size",
 }
 CHECKBOX_TEXT = {"pretrained": "timm ImageNet weights", "mixed_precision": "bf16/fp16 on GPU"}
 
