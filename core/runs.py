@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -215,16 +216,28 @@ def list_runs(output_dir: str = "runs") -> list[RunInfo]:
     return runs
 
 
+_PROGRESS: dict[str, tuple[int, int, dict[str, Any]]] = {}
+"""metrics.jsonl path -> (inode, bytes read, progress so far): a live run's file only grows, so the
+Runs screen's poll reads what was appended, not the whole file every 2 s."""
+
+
 def progress_from_metrics(run_dir: Path) -> dict[str, Any]:
     """summary.json's model, dataset, monitor, epochs_completed and best, read from metrics.jsonl: what
     a run still being written (or killed) has done so far. Step records are skipped unparsed."""
-    out: dict[str, Any] = {}
     path = Path(run_dir) / METRICS_FILE
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []
+        with path.open("rb") as fh:
+            inode = os.fstat(fh.fileno()).st_ino
+            ino, offset, out = _PROGRESS.get(str(path), (inode, 0, {}))
+            if ino != inode or offset > os.fstat(fh.fileno()).st_size:  # replaced or truncated: start over
+                offset, out = 0, {}
+            fh.seek(offset)
+            data = fh.read()
     except OSError:
-        return out
-    for line in lines:
+        return {}
+    complete = data[:data.rfind(b"\n") + 1]  # a line still being written is read next time
+    out = dict(out)
+    for line in complete.decode("utf-8", errors="replace").splitlines():
         if '"StepDone"' in line[:40]:
             continue
         try:
@@ -241,4 +254,5 @@ def progress_from_metrics(run_dir: Path) -> dict[str, Any]:
             out.update({k: record.get(k) for k in ("best_value", "best_epoch")})
             if isinstance(record.get("monitor"), str):
                 out["monitor"] = record["monitor"]
-    return out
+    _PROGRESS[str(path)] = (inode, offset + len(complete), out)
+    return dict(out)

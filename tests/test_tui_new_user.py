@@ -350,3 +350,31 @@ async def test_advisor_use_with_the_same_values_is_no_edit(tmp_path):
         await wait_for(pilot, lambda: app.screen is picker, what="back to the picker")
         assert picker.form.extra == {"batch_size": cfg.batch_size * 2, "grad_accum_steps": 1}
         assert picker.form.edited(picker.form.preset)
+
+
+def test_progress_of_a_growing_metrics_file_is_read_incrementally(tmp_path):
+    """The Runs screen polls a live run every 2 s: progress_from_metrics reads only what was appended
+    (a half-written line included later) and gives what a fresh full read gives."""
+    import json
+
+    import core.runs
+    from core.runs import progress_from_metrics
+    from test_tui_helpers import scripted_events
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("")
+    with metrics.open("a") as fh:
+        for record in (e.to_dict() for e in scripted_events(str(tmp_path))):
+            line = json.dumps(record) + "\n"
+            fh.write(line[:10])
+            fh.flush()
+            progress_from_metrics(tmp_path)  # a torn line: left for the next read
+            fh.write(line[10:])
+            fh.flush()
+            progress_from_metrics(tmp_path)
+    incremental = progress_from_metrics(tmp_path)
+    core.runs._PROGRESS.clear()
+    assert incremental == progress_from_metrics(tmp_path)
+    assert incremental["epochs_completed"] == 3 and incremental["best_epoch"] == 2
+    metrics.write_text("")  # replaced by a new run's file: starts over
+    assert progress_from_metrics(tmp_path) == {}
