@@ -95,6 +95,7 @@ def _bindings_table() -> str:
     from medcls_tui.app import MedclsApp
     from medcls_tui.screens.advisor import AdvisorScreen
     from medcls_tui.screens.confirm_quit import ConfirmQuitScreen
+    from medcls_tui.screens.confirm_stop import ConfirmStopScreen
     from medcls_tui.screens.picker import PickerScreen
     from medcls_tui.screens.run_detail import RunDetailScreen
     from medcls_tui.screens.runs import RunsScreen
@@ -102,8 +103,8 @@ def _bindings_table() -> str:
     from medcls_tui.screens.training import TrainingScreen
 
     screens = [("Everywhere", MedclsApp), ("Preset picker", PickerScreen), ("Save preset", SavePresetScreen),
-               ("Advisor", AdvisorScreen), ("Live training", TrainingScreen), ("Quit dialog", ConfirmQuitScreen),
-               ("Runs", RunsScreen), ("Run detail", RunDetailScreen)]
+               ("Advisor", AdvisorScreen), ("Live training", TrainingScreen), ("Stop dialog", ConfirmStopScreen),
+               ("Quit dialog", ConfirmQuitScreen), ("Runs", RunsScreen), ("Run detail", RunDetailScreen)]
     lines = ["## Key bindings", "", "| Screen | Key | Action |", "|---|---|---|"]
     for title, cls in screens:
         for binding in cls.BINDINGS:

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from test_tui_helpers import WAIT_S, make_app, picker_ready, screen_text, wait_for
+from test_tui_helpers import WAIT_S, make_app, picker_ready, screen_text, wait_for, wait_for_text
 
 
 def _row(text: str, label: str) -> str:
@@ -271,7 +271,7 @@ async def test_text_fits_80_columns_footer_extend_dialog_and_loading_status(tmp_
             await pilot.pause()
             app.pop_screen()
             await wait_for(pilot, lambda: app.screen is app.picker, what="picker")
-            await pilot.pause()
+            await wait_for_text(pilot, "w Watch", what="the picker's footer with w")
             footer = screen_text(app).splitlines()[-1]
             assert "w Watch" in footer and footer.rstrip().endswith("^q Quit"), footer
             app.push_screen(ExtendRunScreen("resnet18-synthetic-ft-20261203-061550", 20))
