@@ -900,7 +900,8 @@ class Trainer:
         self.emit(EpochDone(epoch=epoch + 1, epochs=cfg.epochs, train_loss=train_loss, metrics=metrics, lr=lr_now,
                             elapsed_s=time.time() - start, train_acc=train_acc))
         for kind, message in self.monitor.update(epoch + 1, train_loss, metrics.get("val_loss"), train_acc,
-                                                 metrics.get("val_acc")):
+                                                 metrics.get("val_acc"), metrics.get(self.early.monitor),
+                                                 self.early.monitor, self.early.mode):
             self.warn(kind, message, epoch=epoch + 1)
         improved = self.early.update(epoch + 1, metrics)
         self.emit(EarlyStopState(monitor=self.early.monitor, mode=self.early.mode,

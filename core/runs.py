@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -196,11 +197,14 @@ def list_runs(output_dir: str = "runs") -> list[RunInfo]:
         if not (path / CONFIG_FILE).is_file():
             continue
         s = read_summary(path)
+        status = run_status(path, s)
+        if status in ("running", "interrupted"):  # summary.json is missing or from before an extension
+            s = {**s, **progress_from_metrics(path)}
         mtime = (path / CONFIG_FILE).stat().st_mtime
         monitor = s.get("monitor")
         best_epoch = s.get("best_epoch")
         runs.append(RunInfo(
-            name=path.name, path=path, status=run_status(path, s),
+            name=path.name, path=path, status=status,
             monitor=monitor if isinstance(monitor, str) else None,
             best_value=_number(s.get("best_value")),
             best_epoch=best_epoch if isinstance(best_epoch, int) and not isinstance(best_epoch, bool) else None,
@@ -208,5 +212,47 @@ def list_runs(output_dir: str = "runs") -> list[RunInfo]:
             date=time.strftime("%Y-%m-%d %H:%M", time.localtime(mtime)),
             model=str(s.get("model", ""))[:64], dataset=str(s.get("dataset", ""))[:64],
         ))
-    runs.sort(key=lambda r: r.path.stat().st_mtime, reverse=True)
+    runs.sort(key=lambda r: ((r.path / CONFIG_FILE).stat().st_mtime, r.name), reverse=True)  # as `date` shows
     return runs
+
+
+_PROGRESS: dict[str, tuple[int, int, dict[str, Any]]] = {}
+"""metrics.jsonl path -> (inode, bytes read, progress so far): a live run's file only grows, so the
+Runs screen's poll reads what was appended, not the whole file every 2 s."""
+
+
+def progress_from_metrics(run_dir: Path) -> dict[str, Any]:
+    """summary.json's model, dataset, monitor, epochs_completed and best, read from metrics.jsonl: what
+    a run still being written (or killed) has done so far. Step records are skipped unparsed."""
+    path = Path(run_dir) / METRICS_FILE
+    try:
+        with path.open("rb") as fh:
+            inode = os.fstat(fh.fileno()).st_ino
+            ino, offset, out = _PROGRESS.get(str(path), (inode, 0, {}))
+            if ino != inode or offset > os.fstat(fh.fileno()).st_size:  # replaced or truncated: start over
+                offset, out = 0, {}
+            fh.seek(offset)
+            data = fh.read()
+    except OSError:
+        return {}
+    complete = data[:data.rfind(b"\n") + 1]  # a line still being written is read next time
+    out = dict(out)
+    for line in complete.decode("utf-8", errors="replace").splitlines():
+        if '"StepDone"' in line[:40]:
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        event = record.get("event") if isinstance(record, dict) else None
+        if event == "RunStarted" and isinstance(record.get("config"), dict):
+            cfg = record["config"]
+            out.update({k: cfg[k] for k in ("model", "dataset", "monitor") if isinstance(cfg.get(k), str)})
+        elif event == "EpochDone" and isinstance(record.get("epoch"), int):
+            out["epochs_completed"] = record["epoch"]
+        elif event == "EarlyStopState":
+            out.update({k: record.get(k) for k in ("best_value", "best_epoch")})
+            if isinstance(record.get("monitor"), str):
+                out["monitor"] = record["monitor"]
+    _PROGRESS[str(path)] = (inode, offset + len(complete), out)
+    return dict(out)

@@ -102,13 +102,26 @@ class MedclsApp(App):
 
         if self.settings.ascii:
             self.add_class("-ascii")
-        self.sub_title = "" if self.settings.stable else self.output_dir
+        self.sub_title = self.default_sub_title()
         self.push_screen(LoadingScreen())  # drawn at once; the picker's imports (pydantic, config) follow
         self._load_picker()
         self.set_interval(self.settings.refresh_interval, self.pump)
         if self.hardware is None:
             self.load_hardware()
         self._install_stop_signals()
+
+    def default_sub_title(self) -> str:
+        """The header's second part before any run: where runs go (a bare 'runs' read as a screen name)."""
+        return "" if self.settings.stable else f"output: {self.output_dir.rstrip('/')}/"
+
+    def forget_failed_start(self) -> None:
+        """The picker's settings changed after a run failed before its first step: the header's
+        'run: failed' and the w key belong to that attempt, not to what is on screen now."""
+        session = self.session
+        if session is not None and not session.active and session.state.status == "failed" \
+                and session.state.global_step == 0 and not session.state.epoch_log:
+            self.session = None
+            self.sub_title = self.default_sub_title()
 
     def _install_stop_signals(self) -> None:
         """SIGTERM/SIGHUP (a killed tmux pane, `kill`, a closed SSH session): stop the run after the
@@ -151,8 +164,10 @@ class MedclsApp(App):
 
         A daemon thread, not a worker: quitting during the import must not wait for it to finish.
         """
+        from . import engine_import
+
         try:
-            import core.engine  # noqa: F401
+            engine_import.import_engine()  # under the lock the picker's checks take (engine_import.py)
         finally:
             self.engine_ready.set()
             try:
@@ -301,6 +316,7 @@ class MedclsApp(App):
         from core.runs import list_runs
 
         from .screens.runs import can_resume
+        from .shell_command import command
 
         folder = Path(self.output_dir).expanduser().resolve()
         lines = []
@@ -310,9 +326,9 @@ class MedclsApp(App):
             lines.append(f"medcls: last run {state.run_name}: {state.status.replace('_', ' ')}, "
                          f"{self.result_text(state).removeprefix('failed: ')}")
             if can_resume(state.status, (Path(where) / "checkpoints" / "last.pt").is_file())[0]:
-                lines.append(f"  resume it: medcls train --retrain {where}")
+                lines.append(f"  resume it: {command('train', '--retrain', where)}")
         runs = list_runs(folder) if folder.is_dir() else []
-        lines.append(f"medcls: {count(len(runs), 'run')} in {folder} (medcls runs --output_dir {self.output_dir})")
+        lines.append(f"medcls: {count(len(runs), 'run')} in {folder} ({command('runs', '--output_dir', self.output_dir)})")
         return "\n".join(lines)
 
     def toggle_pause(self) -> None:
@@ -400,10 +416,9 @@ class MedclsApp(App):
             return
         self.resume_run(Path(run_dir))
 
-    def apply_advice(self, values: dict[str, Any]) -> None:
-        """Hand the advisor's batch size / accumulation to the picker's form."""
-        if self.picker is not None:
-            self.picker.apply_values(values)
+    def apply_advice(self, values: dict[str, Any]) -> list[str]:
+        """Hand the advisor's batch size / accumulation to the picker's form; returns the keys changed."""
+        return self.picker.apply_values(values) if self.picker is not None else []
 
     # ------------------------------------------------------------------ quitting
     async def action_quit(self) -> None:

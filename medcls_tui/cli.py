@@ -39,8 +39,10 @@ def main_callback(ctx: typer.Context,
     if ctx.invoked_subcommand is not None:
         return
     if not sys.stdin.isatty() or not sys.stdout.isatty():
+        from .shell_command import command
+
         typer.echo(f"medcls: no terminal for the app; training preset '{preset}' headless "
-                   "(`medcls train --help` for your own runs)", err=True)
+                   f"(`{command('train', '--help')}` for your own runs)", err=True)
         from core.config import ConfigError
 
         try:
@@ -365,17 +367,25 @@ def presets_show(name: str = typer.Argument(..., help="Preset name or file.")) -
 
 @app.command("runs")
 def runs_list(output_dir: str = typer.Option("runs", "--output_dir", help="Folder holding run folders.")) -> None:
-    """Past runs: name, status, best metric, date."""
+    """Past runs, newest started first: name, status, best metric, epochs, model, start time."""
+    from pathlib import Path
+
     from core.runs import list_runs
 
+    folder = Path(output_dir).expanduser()
+    if not folder.is_dir():  # a typo must not read as "no runs yet"
+        why = "is not a folder" if folder.exists() else "does not exist"
+        typer.echo(f"error: output_dir: '{output_dir}' {why} (give the folder that holds the run folders; "
+                   "the default is runs)", err=True)
+        raise typer.Exit(2)
     found = list_runs(output_dir)
     if not found:
         typer.echo(f"no runs in {output_dir}/")
         return
-    typer.echo(f"{'name':<44} {'status':<14} {'best':<22} {'epochs':>6}  date")
+    typer.echo(f"{'name':<44} {'status':<14} {'best':<22} {'epochs':>6}  {'model':<18} started")
     for r in found:
         best = f"{r.monitor} {r.best_value:.4f}" if r.best_value is not None else "-"
-        typer.echo(f"{r.name:<44} {r.status:<14} {best:<22} {r.epochs_completed:>6}  {r.date}")
+        typer.echo(f"{r.name:<44} {r.status:<14} {best:<22} {r.epochs_completed:>6}  {r.model or '-':<18} {r.date}")
 
 
 def main(argv: Optional[list[str]] = None) -> None:

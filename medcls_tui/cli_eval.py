@@ -258,6 +258,8 @@ def explain_command(run: str = RUN, image: Path = typer.Argument(..., help="PNG,
         except DecodeError as err:
             _fail(f"{outputs.shown(err.path)}: {err.reason}")
     typer.echo(f"{result['class']} (p={result['probability']:.3f}): overlay {outputs.shown(target)}")
+    if result.get("note"):
+        typer.echo(f"note: {result['note']}")
 
 
 def register(app: typer.Typer) -> None:

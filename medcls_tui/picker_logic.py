@@ -14,10 +14,11 @@ from core import tips
 from core.config import FIELD_NAMES, ConfigError, ResolvedConfig, field_doc
 from core.presets import PresetInfo, save_preset
 
-MAIN_FIELDS = ("dataset", "data_dir", "model", "mode", "pretrained", "epochs", "batch_size", "lr", "augmentation",
-               "early_stopping", "mixed_precision")
-"""The settings the picker edits (issue 6); every other key comes from the preset or the tips."""
-TEXT_FIELDS = ("data_dir", "model", "epochs", "batch_size", "lr", "early_stopping")
+MAIN_FIELDS = ("dataset", "data_dir", "model", "mode", "pretrained", "img_size", "epochs", "batch_size", "lr",
+               "augmentation", "early_stopping", "mixed_precision")
+"""The settings the picker edits (issue 6; img_size since issue 28.11: an NIH run trains at 224 px, which on
+a CPU is hours); every other key comes from the preset or the tips."""
+TEXT_FIELDS = ("data_dir", "model", "img_size", "epochs", "batch_size", "lr", "early_stopping")
 CHOICE_FIELDS = ("dataset", "mode", "augmentation", "pretrained", "mixed_precision")
 CHECKBOX_FIELDS = ("pretrained", "mixed_precision")
 GROUP_ORDER = ("dataset", "budget", "task", "custom")
@@ -152,6 +153,8 @@ class Resolution:
     error: Optional[str] = None
     """The engine's one-line ConfigError, as the engine words it. With `resolved` set too, the config is
     valid but its data cannot be found (core.data_check): values and tips show, training refuses."""
+    internal: bool = False
+    """`error` is a bug or a broken install (any exception but ConfigError), not the user's settings."""
 
     @property
     def trainable(self) -> bool:
@@ -173,8 +176,28 @@ def resolve_form(form: FormModel, vram_gib: Optional[float] | str = "detect",
     except ConfigError as err:
         return Resolution(None, str(err))
     except Exception as err:  # noqa: BLE001 - e.g. a broken install: show it instead of crashing the UI
-        return Resolution(None, f"{type(err).__name__}: {err}")
+        log = log_internal_error(err)
+        return Resolution(None, f"internal error, not your settings: {type(err).__name__}: "
+                                f"{err} (traceback in {log})", internal=True)
     return Resolution(resolved, data_problem(resolved))
+
+
+def log_internal_error(err: BaseException) -> str:
+    """Append err's traceback to the user's medcls log (never to the terminal, which the app owns);
+    returns where, for the message."""
+    import os
+    import time
+    import traceback
+
+    path = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "medcls" / "tui-errors.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} picker config check\n")
+            fh.write("".join(traceback.format_exception(type(err), err, err.__traceback__)))
+    except OSError:
+        return "nowhere: the log file could not be written"
+    return str(path)
 
 
 def data_problem(resolved: ResolvedConfig) -> Optional[str]:

@@ -157,13 +157,39 @@ def test_without_split_lists_falls_back_to_a_patient_split(tmp_path):
 
 
 @pytest.mark.real_data
+def _tree_state(root: Path) -> dict:
+    """Every path under root with its bytes' size, mtime and content: what 'never written' compares."""
+    return {str(p.relative_to(root)): (p.is_dir(), p.stat().st_mtime_ns, None if p.is_dir() else p.read_bytes())
+            for p in sorted(root.rglob("*"))} | {".": (True, root.stat().st_mtime_ns, None)}
+
+
+def _set_read_only(root: Path, read_only: bool) -> None:
+    for p in [root, *root.rglob("*")]:
+        if p.is_dir():
+            p.chmod(0o555 if read_only else 0o755)
+        else:
+            p.chmod(0o444 if read_only else 0o644)
+
+
 def test_read_only_fixture_is_never_written(tmp_path, monkeypatch):
+    """A dataset folder marked read-only (a shared mount) gets no cache written into it, even as root
+    (where permissions stop nothing): the test makes its own read-only copy, so it checks that wherever
+    the fixtures are (a writable `cp -r`, MEDCLS_FIXTURES at a fresh copy), and compares the tree
+    before and after instead of relying on a permission error."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    b = load_dataset(TrainConfig(dataset="nih", data_dir=str(NIH), img_size=16))
-    assert not (NIH / ".medcls_cache").exists()
-    if not NIH.stat().st_mode & 0o222:
-        assert any("not writable" in n for n in b.notes)
-        assert list((tmp_path / "xdg" / "medcls").rglob("manifest.json"))
+    data = tmp_path / "nih"
+    shutil.copytree(NIH, data)
+    _set_read_only(data, True)
+    try:
+        before = _tree_state(data)
+        b = load_dataset(TrainConfig(dataset="nih", data_dir=str(data), img_size=16))
+        after = _tree_state(data)
+    finally:
+        _set_read_only(data, False)
+    assert after == before
+    assert not (data / ".medcls_cache").exists()
+    assert any("not writable" in n for n in b.notes)
+    assert list((tmp_path / "xdg" / "medcls").rglob("manifest.json"))
 
 
 def test_missing_data_dir_is_a_clear_error(tmp_path):

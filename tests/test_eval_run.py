@@ -205,7 +205,7 @@ def test_explain_writes_an_overlay_at_image_resolution(finished, tmp_path):
     assert result.exit_code == 0, result.output
     assert "Effusion (p=" in result.output
     overlay = np.array(Image.open(out))
-    assert overlay.shape == (80, 96, 3) and overlay.std() > 0
+    assert overlay.shape[0] > 80 and overlay.shape[1] >= 96 and overlay[:80, :96].std() > 0  # + legend band
     bad = cli("explain", run, tmp_path / "x.png", "--class", "Heart")
     assert bad.exit_code == 2 and "class: 'Heart' is not one of Normal, Effusion" in bad.output
 
@@ -284,3 +284,36 @@ def test_predict_reads_dicom_like_the_same_pixels_as_png(finished, tmp_path):
     assert len(rows) == 2 and not any(r["error"] for r in rows), rows
     probs = [[float(v) for k, v in r.items() if k.startswith("p_")] for r in rows]
     np.testing.assert_allclose(probs[0], probs[1], atol=1e-4)
+
+
+def test_explain_png_names_class_probability_scale_and_a_coarse_grid(finished, tmp_path):
+    """28.10: the PNG carries the class, its probability and a colour legend under the X-ray (whose
+    pixels stay at image resolution); a map of fewer than 7x7 cells (resnet18 at 32 px: 1x1) is said
+    to be too coarse to localise, in the CLI and the result."""
+    from core.evaluation.explain import COARSE_GRID, _colormap, explain_file
+    from core.evaluation.run_model import load_run_model
+
+    trainer, _, run = finished
+    big = np.array(Image.fromarray(trainer.bundle.test.image(0)).resize((96, 80)))
+    Image.fromarray(big).save(tmp_path / "x.png")
+    result = cli("explain", run, tmp_path / "x.png", "--class", "nodule", "--out", tmp_path / "cam.png")
+    assert result.exit_code == 0, result.output
+    assert "note: Grad-CAM grid 1x1 cells: too coarse to localise" in result.output
+    rm = load_run_model(run, "best")
+    info = explain_file(rm, tmp_path / "x.png", tmp_path / "cam2.png", "Nodule")
+    assert info["grid"] == [1, 1] and min(info["grid"]) < COARSE_GRID and "too coarse" in info["note"]
+    png = np.array(Image.open(tmp_path / "cam2.png"))
+    assert png.shape[0] > 80 + 20  # a legend band below the 80-pixel-high picture
+    band = png[80:]
+    assert (band > 200).all(axis=2).sum() > 50  # white text: the class and probability, low/high
+    jet = _colormap(np.linspace(0.0, 1.0, 5))
+    for colour in (jet[0], jet[-1]):  # the colour scale's two ends are drawn in the band
+        assert (np.abs(band.astype(int) - colour.astype(int)).sum(axis=2) <= 6).any(), colour
+    # the text says what was explained: rendered again, the label's pixels are the band's
+    from PIL import ImageDraw, ImageFont
+
+    label = Image.new("RGB", (band.shape[1], 40), (0, 0, 0))
+    fs = max(11, min(20, band.shape[1] // 32))
+    ImageDraw.Draw(label).text((4, 3), f"Nodule p={info['probability']:.3f}", fill=(255, 255, 255),
+                               font=ImageFont.load_default(size=fs))
+    assert np.array_equal(np.asarray(label)[:fs + 6], band[:fs + 6])

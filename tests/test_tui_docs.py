@@ -24,8 +24,8 @@ README_START, README_END = "## The app\n", "## Architecture\n"
 INTRO = """\
 # The medcls app: screens and keys
 
-`uv run medcls` (no sub-command) opens the app; `medcls --no-mouse` leaves the mouse to the
-terminal (SSH/tmux), `medcls --output_dir DIR` lists and writes runs under `DIR` (default `runs`).
+`uv run medcls` (no sub-command) opens the app; `uv run medcls --no-mouse` leaves the mouse to the
+terminal (SSH/tmux), `uv run medcls --output_dir DIR` lists and writes runs under `DIR` (default `runs`).
 Everything is keyboard-driven; the footer always shows the keys of the current screen. The
 captures below are 80x24, the smallest size the layout is designed for; from 120 columns the
 picker shows settings and tips side by side and the live screen shows all charts at once.
@@ -35,8 +35,8 @@ Over SSH and in tmux: use a UTF-8 locale and a 256-colour `TERM` (`tmux-256color
 screen's refresh rate (default 1/s, which keeps redraw traffic and CPU low), `MEDCLS_ASCII=1` draws
 every glyph in ASCII (borders, bars, arrows, checkboxes, chart axes) for terminals without box/braille
 glyphs, and the three loss series as letters (`s` train/step, `e` train/epoch, `v` val). Quitting
-prints where the runs are (and how to resume the last one) in the shell. For multi-hour jobs,
-run `medcls train ...` inside tmux (the run keeps going if the connection drops) and open it
+prints where the runs are (and how to resume the last one) in the shell, as commands that run as
+printed (`uv run medcls ...` under uv). For multi-hour jobs, run `uv run medcls train ...` inside tmux (the run keeps going if the connection drops) and open it
 from the Runs screen: a run without `summary.json` is followed live from its `metrics.jsonl`.
 
 Captures are regenerated with `MEDCLS_UPDATE_DOCS=1 uv run pytest tests/test_tui_docs.py -m slow`.
@@ -51,7 +51,8 @@ SECTIONS = [
      "validation; an invalid value shows the engine's message under the field. Edits are kept per preset: "
      "moving to another preset and back finds them again (the list marks such presets with `*`), `ctrl+r` "
      "undoes them. `ctrl+t` trains, "
-     "`ctrl+s` saves the settings as a preset YAML that `medcls train --preset FILE` accepts."),
+     "`ctrl+s` saves the settings as a preset YAML that `medcls train --preset FILE` accepts. Checkboxes "
+     "read `[x]` on and `[ ]` off."),
     ("Picker with an invalid value", "picker_invalid",
      "Typing `-1` into LR: the engine's error, inline. Training refuses until it is fixed."),
     ("Save preset", "save",
@@ -62,13 +63,14 @@ SECTIONS = [
      "GPU name, total and free memory (or CPU and RAM), the spec's batch-size range for that memory, "
      "and the suggested batch size and gradient accumulation for the chosen model, mode and image "
      "size. `p` runs the measured probe (`core/advisor.py`) when the build has it; `u` copies the "
-     "suggestion into the picker."),
+     "suggestion into the picker (no edit when the picker already has those values)."),
     ("Live training", "training",
      "The engine runs in a worker thread; the screen redraws a few times per second from a buffer of "
      "its events, so the training loop never waits for the UI. Status, epoch/step, ETA, img/s and GPU "
      "memory; one chart at a time at 80 columns (`1`-`4` or `v`: loss, monitored metric, learning "
      "rate, AUROC per class); the early-stopping indicator (monitored metric, best value and epoch, "
-     "patience used/left) and the engine's overfitting/underfitting warnings as they appear."),
+     "patience used/left) and the engine's overfitting/underfitting warnings as they appear. `s` asks "
+     "before stopping the run."),
     ("Live training, per-class AUROC", "training_classes",
      "View `4`: AUROC per class of the latest validation; NIH's 14 findings fit 80x24 in two columns (when "
      "classes cannot fit, the title says how many rows are shown and that the panel scrolls)."),
@@ -78,11 +80,14 @@ SECTIONS = [
      "Quitting during a run asks first; `y` stops the run after the current step (checkpoint and "
      "summary are written, so it can be resumed), waits for the engine thread to end, then exits."),
     ("Runs", "runs",
-     "Past runs in the output folder, newest first, with status and best metric. `o`/`enter` opens one, "
-     "`e` resumes an unfinished one exactly where it stopped (same as `medcls train --retrain`)."),
+     "Past runs in the output folder, newest started first, with status and best metric (a run still "
+     "being written shows its progress from `metrics.jsonl`; the list follows the folder). `o`/`enter` "
+     "opens one, `e` resumes an unfinished one exactly where it stopped (same as `medcls train --retrain`) "
+     "or extends a finished one; `t` opens its evaluation (refused while another process writes the run)."),
     ("Run detail", "detail",
      "A past run's curves and early-stopping state from its `metrics.jsonl` (here the metric chart, "
-     "`2`); a run still being written by a headless `medcls train` is followed every 2 s."),
+     "`2`); a run still being written (a headless `medcls train`, or an extension started with `e`) is "
+     "followed every 2 s."),
 ]
 
 
@@ -90,6 +95,7 @@ def _bindings_table() -> str:
     from medcls_tui.app import MedclsApp
     from medcls_tui.screens.advisor import AdvisorScreen
     from medcls_tui.screens.confirm_quit import ConfirmQuitScreen
+    from medcls_tui.screens.confirm_stop import ConfirmStopScreen
     from medcls_tui.screens.picker import PickerScreen
     from medcls_tui.screens.run_detail import RunDetailScreen
     from medcls_tui.screens.runs import RunsScreen
@@ -97,8 +103,8 @@ def _bindings_table() -> str:
     from medcls_tui.screens.training import TrainingScreen
 
     screens = [("Everywhere", MedclsApp), ("Preset picker", PickerScreen), ("Save preset", SavePresetScreen),
-               ("Advisor", AdvisorScreen), ("Live training", TrainingScreen), ("Quit dialog", ConfirmQuitScreen),
-               ("Runs", RunsScreen), ("Run detail", RunDetailScreen)]
+               ("Advisor", AdvisorScreen), ("Live training", TrainingScreen), ("Stop dialog", ConfirmStopScreen),
+               ("Quit dialog", ConfirmQuitScreen), ("Runs", RunsScreen), ("Run detail", RunDetailScreen)]
     lines = ["## Key bindings", "", "| Screen | Key | Action |", "|---|---|---|"]
     for title, cls in screens:
         for binding in cls.BINDINGS:

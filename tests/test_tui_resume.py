@@ -77,3 +77,39 @@ async def test_finished_run_extends_by_n_epochs_and_the_live_view_continues_its_
         assert min(state.step_x) <= 3  # the loss curve still starts at the run's first steps
         assert state.elapsed_s > state.elapsed_offset
         assert "patience" in early_stop_text(state).plain
+
+
+async def test_detail_and_runs_list_follow_an_extension_started_from_them(finished_run):
+    """28.4: after `e` extends a finished run, the Runs list and the run's detail (both under the live
+    screen) refresh from the folder: no FINISHED 2/2 and `ep 2` until `g`."""
+    app = make_app(finished_run.parent)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await picker_ready(pilot)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="runs screen")
+        runs = app.screen
+        await pilot.pause()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunDetailScreen), what="detail screen")
+        detail = app.screen
+        await wait_for(pilot, lambda: detail.state is not None and detail.state.epoch == 2, what="detail loaded")
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(app.screen, ExtendRunScreen), what="extend dialog")
+        app.screen.query_one("#extend-epochs", Input).value = "1"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.session is not None, what="run started")
+        await wait_for(pilot, lambda: not app.session.active, timeout=300, what="extension to finish")
+        # the screens below the live one follow the folder on their own timers
+        await wait_for(pilot, lambda: detail.state.epoch == 3 and detail.state.status == "finished",
+                       what="detail screen to follow the folder")
+        await wait_for(pilot, lambda: runs.runs[str(finished_run)].epochs_completed == 3, what="runs list")
+        while app.screen is not detail:
+            app.pop_screen()
+            await pilot.pause()
+        text = screen_text(app)
+        assert "finished" in text and "3/3" in text, text
+        app.pop_screen()
+        await wait_for(pilot, lambda: app.screen is runs, what="back to runs")
+        await pilot.pause()
+        row = next(line for line in screen_text(app).splitlines() if "done" in line)
+        assert " 3 " in row and "@" in row, row

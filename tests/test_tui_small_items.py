@@ -22,6 +22,7 @@ from medcls_tui.screens.advisor import AdvisorScreen
 from medcls_tui.screens.picker import PickerScreen
 from medcls_tui.screens.runs import RunsScreen
 from medcls_tui.screens.training import TrainingScreen
+from medcls_tui.shell_command import medcls_command
 from test_tui_helpers import (
     cpu_hardware,
     make_app,
@@ -111,7 +112,7 @@ async def test_shell_is_told_where_the_runs_are_after_quitting(tmp_path):
     app.pump()
     text = app.farewell()
     assert f"1 run in {root.resolve()}" in text
-    assert f"resume it: medcls train --retrain {root / 'demo-run'}" in text
+    assert f"resume it: {medcls_command()} train --retrain {root / 'demo-run'}" in text
     assert "last run demo-run: stopped" in text
 
 

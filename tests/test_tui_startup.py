@@ -31,7 +31,7 @@ async def test_first_screen_says_the_engine_is_loading_until_it_is(tmp_path, mon
             await wait_for(pilot, lambda: app.picker is not None and app.picker.is_current, what="picker")
             await pilot.pause()
             assert not app.engine_ready.is_set()
-            assert "loading the training engine (torch, timm)" in screen_text(app)
+            assert "loading torch and timm in the background; ctrl+t trains once they are in" in screen_text(app)
             release.set()
             await wait_for(pilot, app.engine_ready.is_set, what="engine import")
             await wait_for(pilot, lambda: status(app).startswith("ready"), what="ready line")

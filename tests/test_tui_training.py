@@ -8,6 +8,7 @@ from textual.widgets import DataTable
 
 from core.runs import read_metrics, read_summary
 from medcls_tui.screens.confirm_quit import ConfirmQuitScreen
+from medcls_tui.screens.confirm_stop import ConfirmStopScreen
 from medcls_tui.screens.picker import PickerScreen
 from medcls_tui.screens.run_detail import RunDetailScreen
 from medcls_tui.screens.runs import RunsScreen
@@ -123,7 +124,15 @@ async def test_stop_mid_run_saves_checkpoint_and_summary(tmp_path):
         gate.release()
         await wait_for(pilot, lambda: any(r == "save_now" for r, _, _ in state.checkpoints), what="save_now")
         await wait_for(pilot, lambda: gate.holding(2), what="step 2")
+        await press(pilot, "s")  # asks first (issue 28.11): n keeps training
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmStopScreen), what="stop confirmation")
+        await wait_for_text(pilot, "Stop run tiny-run?", "y: stop")
+        await press(pilot, "n")
+        await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmStopScreen), what="dialog closed")
+        assert not session.control.stop_requested
         await press(pilot, "s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmStopScreen), what="stop confirmation")
+        await press(pilot, "y")
         await wait_for(pilot, lambda: session.control.stop_requested, what="stop request")
         gate.release()
         await until_done(pilot, session)

@@ -77,8 +77,78 @@ def cam_for(rm: RunModel, image: np.ndarray, class_index: Optional[int] = None) 
     return np.nan_to_num(heat.astype(np.float32)), index, float(probs[index])
 
 
-def overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
-    """RGB uint8 overlay of the heatmap on the gray X-ray at (up to OVERLAY_MAX_SIDE) image resolution."""
+COARSE_GRID = 7
+"""A Grad-CAM map is the target layer's grid upsampled: below 7x7 cells (ResNet's last stage at 64 px is
+2x2) it cannot point at a finding, only at a quarter of the image."""
+
+
+def cam_grid(rm: RunModel) -> tuple[int, int]:
+    """(rows, cols) of the map Grad-CAM reads: the target layer's output at the run's image size."""
+    layer, reshape = target_layer(rm)
+    seen: dict = {}
+    handle = layer.register_forward_hook(lambda m, i, o: seen.setdefault("out", o))
+    try:
+        with torch.no_grad():
+            rm.model(rm.normalize(torch.zeros(1, 1, rm.img_size, rm.img_size, dtype=torch.uint8)))
+    finally:
+        handle.remove()
+    out = seen["out"][0] if isinstance(seen["out"], (tuple, list)) else seen["out"]
+    out = reshape(out) if reshape else out
+    return int(out.shape[-2]), int(out.shape[-1])
+
+
+def coarse_note(grid: tuple[int, int]) -> Optional[str]:
+    """What to tell the user when the map is too coarse to localise anything, else None."""
+    if min(grid) >= COARSE_GRID:
+        return None
+    return (f"Grad-CAM grid {grid[0]}x{grid[1]} cells: too coarse to localise a finding (under "
+            f"{COARSE_GRID}x{COARSE_GRID}; train at a larger --img_size)")
+
+
+def _colormap(values: np.ndarray) -> np.ndarray:
+    """RGB uint8 of `values` in [0, 1] in the overlay's own colour map (grad-cam's JET)."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    ramp = np.clip(values.astype(np.float32), 0.0, 1.0)[None, :]
+    return show_cam_on_image(np.zeros((*ramp.shape, 3), np.float32), ramp, use_rgb=True, image_weight=0.0)[0]
+
+
+def _legend(picture: np.ndarray, label: str, note: Optional[str]) -> np.ndarray:
+    """The overlay with a band below it: what was explained (class, probability), the colour scale from
+    low to high relevance, and the coarse-grid note. The picture keeps its pixels and size."""
+    from PIL import ImageDraw, ImageFont
+
+    h, w, _ = picture.shape
+    width = max(w, 260)
+    fs = max(11, min(20, width // 32))
+    font = ImageFont.load_default(size=fs)
+    line = fs + 6
+    lines = [label, "", *([note] if note else [])]
+    band = Image.new("RGB", (width, line * len(lines) + 6), (0, 0, 0))
+    draw = ImageDraw.Draw(band)
+    draw.text((4, 3), label, fill=(255, 255, 255), font=font)
+    y = 3 + line
+    low_w = int(draw.textlength("low ", font=font))
+    high = " high relevance"
+    bar_w = max(20, width - 8 - low_w - int(draw.textlength(high, font=font)))
+    draw.text((4, y), "low ", fill=(255, 255, 255), font=font)
+    bar = _colormap(np.linspace(0.0, 1.0, bar_w))
+    band.paste(Image.fromarray(np.repeat(bar[None], fs, axis=0)), (4 + low_w, y + 2))
+    draw.text((4 + low_w + bar_w, y), high, fill=(255, 255, 255), font=font)
+    if note:
+        short = note.split(":")[0] + ": too coarse to localise"
+        draw.text((4, y + line), short, fill=(255, 220, 0), font=font)
+    canvas = Image.new("RGB", (width, h + band.height), (0, 0, 0))
+    canvas.paste(Image.fromarray(picture), (0, 0))
+    canvas.paste(band, (0, h))
+    return np.asarray(canvas)
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, label: Optional[str] = None,
+            grid: Optional[tuple[int, int]] = None) -> np.ndarray:
+    """RGB uint8 overlay of the heatmap on the gray X-ray at (up to OVERLAY_MAX_SIDE) image resolution;
+    with `label` ('Effusion p=0.534'), a band below it names it, shows the colour scale and, when
+    `grid` is coarser than COARSE_GRID, says the map cannot localise."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     h, w = image.shape
@@ -87,7 +157,10 @@ def overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
     gray = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR), dtype=np.float32) / 255.0
     heat_big = np.asarray(Image.fromarray(heat.astype(np.float32), mode="F").resize(size, Image.BILINEAR))
     rgb = np.repeat(gray[..., None], 3, axis=2)
-    return show_cam_on_image(rgb, np.clip(heat_big, 0.0, 1.0), use_rgb=True, image_weight=0.6)
+    picture = show_cam_on_image(rgb, np.clip(heat_big, 0.0, 1.0), use_rgb=True, image_weight=0.6)
+    if label is None:
+        return picture
+    return _legend(picture, label, coarse_note(grid) if grid is not None else None)
 
 
 def class_index(rm: RunModel, name: Optional[str]) -> Optional[int]:
@@ -104,5 +177,7 @@ def explain_file(rm: RunModel, path: Path, out: Path, class_name: Optional[str] 
     image = decode_gray(path)
     heat, index, prob = cam_for(rm, image, class_index(rm, class_name))
     out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(overlay(image, heat)).save(out)
-    return {"image": str(path), "overlay": str(out), "class": rm.classes[index], "probability": prob}
+    grid = cam_grid(rm)
+    Image.fromarray(overlay(image, heat, f"{rm.classes[index]} p={prob:.3f}", grid)).save(out)
+    return {"image": str(path), "overlay": str(out), "class": rm.classes[index], "probability": prob,
+            "grid": list(grid), "note": coarse_note(grid)}

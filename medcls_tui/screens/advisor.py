@@ -165,8 +165,12 @@ class AdvisorScreen(Screen):
         if values is None:
             self.notify("No suggestion yet.", severity="warning")
             return
-        self.app.apply_advice(values)
-        self.notify(f"picker: batch_size {values['batch_size']} x grad_accum_steps {values['grad_accum_steps']}")
+        changed = self.app.apply_advice(values)
+        if changed:
+            self.notify(f"picker: batch_size {values['batch_size']} x grad_accum_steps {values['grad_accum_steps']}")
+        else:
+            self.notify(f"the picker already has batch_size {values['batch_size']} x grad_accum_steps "
+                        f"{values['grad_accum_steps']}: nothing changed")
         self.app.pop_screen()
 
     def action_reread(self) -> None:

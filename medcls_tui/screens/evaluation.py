@@ -104,6 +104,13 @@ class EvaluationScreen(Screen):
         if self.busy:
             self.app.notify("An evaluation is already running.", severity="warning")
             return
+        from core.runlock import RunLockedError, check_not_locked
+
+        try:  # scoring writes eval_*.json / thresholds.json into the run: never beside its writer (as `e`)
+            check_not_locked(self.run_dir)
+        except RunLockedError as err:
+            self.app.notify(f"cannot score now: {err}", severity="warning", timeout=8)
+            return
         self.busy = True
         self.query_one("#eval-progress-row").display = True
         self._evaluate(split)

@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, Static
+from textual.widgets import Input, Static
 
 from ..run_state import count
 
@@ -23,8 +23,9 @@ class ExtendRunScreen(ModalScreen[Optional[int]]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="extend-dialog", classes="dialog"):
+            # Statics wrap inside the dialog (a Label is cut at the border on 80 columns)
             yield Static(f"{self.run_name} finished after {count(self.epochs_done, 'epoch')}", classes="dialog-title")
-            yield Label("extend by how many epochs? (the LR schedule is re-planned for the new total)")
+            yield Static("extend by how many epochs? (the LR schedule is re-planned for the new total)")
             yield Input(value=str(self.default_more), id="extend-epochs", compact=True, type="integer")
             yield Static("", id="extend-error", classes="field-error -shown")
             yield Static("enter: extend and train    esc: cancel", classes="dim")

@@ -15,6 +15,7 @@ from textual.worker import get_current_worker
 
 from core.config import field_doc
 
+from .. import engine_import
 from ..picker_logic import (
     MAIN_FIELDS,
     TEXT_FIELDS,
@@ -53,10 +54,10 @@ class PickerScreen(Screen):
     BINDINGS = [
         Binding("ctrl+t", "train", "Train", priority=True),
         Binding("ctrl+s", "save_preset", "Save preset", priority=True),
-        Binding("ctrl+r", "reset_edits", "Undo edits", priority=True),
+        Binding("ctrl+r", "reset_edits", "Undo", priority=True),
         Binding("a", "advisor", "Advisor"),
         Binding("r", "runs", "Runs"),
-        Binding("w", "watch", "Watch run"),
+        Binding("w", "watch", "Watch"),
         Binding("escape", "focus_presets", "Presets", show=False),
     ]
 
@@ -148,14 +149,21 @@ class PickerScreen(Screen):
         doc = field_doc(event.key).split("\n")[0] if event.key in MAIN_FIELDS else ""
         self.set_status(Text.assemble((f"{event.key}: ", "bold"), doc, ("  (esc: presets)", "dim")))
 
-    def apply_values(self, values: dict[str, Any]) -> None:
-        """Values from another screen (advisor): kept until the preset changes."""
-        for key, value in values.items():
+    def apply_values(self, values: dict[str, Any]) -> list[str]:
+        """Values from another screen (advisor): kept until the preset changes. A value the settings
+        already resolve to is no edit (the preset is not marked edited); returns the keys changed."""
+        current = self.app.current_resolved
+        changed = [key for key, value in values.items()
+                   if current is None or getattr(current.config, key, None) != value]
+        if not changed:
+            return []
+        for key, value in values.items():  # all of them: accumulation goes with the batch it was chosen for
             self.form.overrides.pop(key, None)
             self.form.extra[key] = value
         self.query_one(SettingsForm).show(self.form)
         self.request_resolution()
         self.mark_edited()
+        return changed
 
     # ------------------------------------------------------------------ resolution (engine, off the UI thread)
     def request_resolution(self) -> None:
@@ -166,12 +174,13 @@ class PickerScreen(Screen):
 
     @work(thread=True, exclusive=True, group="resolve", exit_on_error=False)
     def _resolve(self, generation: int, form: FormModel, vram: Any, app_flags: dict) -> None:
-        resolution = resolve_form(form, vram, flags=app_flags)
-        rows: list = []
-        dataset: tuple = ("", [])
-        if resolution.resolved is not None:
-            rows = explain(resolution.resolved, vram)
-            dataset = dataset_notes(resolution.resolved.config.dataset)
+        with engine_import.ENGINE_LOCK:  # never beside the engine's import (engine_import.py)
+            resolution = resolve_form(form, vram, flags=app_flags)
+            rows: list = []
+            dataset: tuple = ("", [])
+            if resolution.resolved is not None:
+                rows = explain(resolution.resolved, vram)
+                dataset = dataset_notes(resolution.resolved.config.dataset)
         if not get_current_worker().is_cancelled:
             self.post_message(self.Resolved(generation, resolution, rows, dataset))
 
@@ -180,6 +189,8 @@ class PickerScreen(Screen):
             return  # an edit came in since: a newer resolution is on its way
         self.resolution = message.resolution
         self.resolved_generation = message.generation
+        if self.start_failure is not None:  # the settings changed since the run could not start
+            self.app.forget_failed_start()
         self.start_failure = None
         form_widget = self.query_one(SettingsForm)
         tips = self.query_one(TipsPanel)
@@ -201,10 +212,10 @@ class PickerScreen(Screen):
                 self.show_ready()
         else:
             message_text = display_error(res.error or "")
-            key = res.field if res.field in MAIN_FIELDS else None
-            form_widget.set_error(key, message_text)
+            key = res.field if res.field in MAIN_FIELDS and not res.internal else None
+            form_widget.set_error(key, "" if res.internal else message_text)
             tips.show(tips_text(self.form.preset, [], error=message_text))
-            self.set_status(Text(message_text, style="bold red"))
+            self.set_status(Text(message_text, style="bold magenta" if res.internal else "bold red"))
         if hasattr(self.app.screen, "config_changed") and self.app.screen is not self:
             self.app.screen.config_changed()
 
@@ -216,8 +227,8 @@ class PickerScreen(Screen):
     def show_ready(self) -> None:
         """The status line once the settings are valid; says so while the engine is still loading."""
         if not self.app.engine_ready.is_set():
-            self.set_status(Text.assemble(("loading", "bold yellow"), " the training engine (torch, timm) in the "
-                                          "background; ctrl+t trains as soon as it is in"))
+            self.set_status(Text.assemble(("loading", "bold yellow"), " torch and timm in the background; "
+                                          "ctrl+t trains once they are in"))
         elif self.app.run_active:
             self.set_status(Text.assemble(("run active", "bold yellow"), ": w watches it; ctrl+s saves these "
                                           "settings as a preset"))
@@ -253,7 +264,12 @@ class PickerScreen(Screen):
 
     # ------------------------------------------------------------------ actions
     def action_train(self) -> None:
-        resolution = resolve_form(self.form, self.app.tips_vram(), flags=self.app.app_flags())
+        if not self.app.engine_ready.is_set():  # resolving now would run beside the import (and wait for it)
+            self.notify("the training engine (torch, timm) is still loading: ctrl+t again when the status "
+                        "line says ready", title="not yet", severity="warning")
+            return
+        with engine_import.ENGINE_LOCK:
+            resolution = resolve_form(self.form, self.app.tips_vram(), flags=self.app.app_flags())
         if not resolution.trainable:
             message_text = display_error(resolution.error or "")
             self.query_one(SettingsForm).set_error(resolution.field if resolution.field in MAIN_FIELDS else None,

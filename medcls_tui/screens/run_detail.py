@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from ..run_state import TERMINAL, RunState, fmt_value
+from ..run_state import RunState, fmt_value
 from ..widgets.header import MedclsHeader
 from ..widgets.run_dashboard import VIEW_BINDINGS, DashboardViewActions, RunDashboard
 
@@ -18,9 +18,28 @@ FOLLOW_INTERVAL_S = 2.0
 
 
 def load_run_state(run_dir: Path) -> RunState:
-    from core.runs import read_metrics, read_summary
+    """The run as its folder says; while a process writes it (an extension of a finished run too) its
+    summary.json is an old one, so the records alone tell where it is."""
+    from core.runs import read_metrics, read_summary, run_status
 
-    return RunState.from_records(read_metrics(run_dir), read_summary(run_dir))
+    summary = read_summary(run_dir)
+    if run_status(run_dir, summary) == "running":
+        summary = {}
+    return RunState.from_records(read_metrics(run_dir), summary)
+
+
+def folder_signature(run_dir: Path) -> tuple:
+    """What changes when a run folder is written to: metrics.jsonl's size, summary.json's mtime, the lock."""
+    from core.runlock import LOCK_FILE
+
+    out = []
+    for name in ("metrics.jsonl", "summary.json", LOCK_FILE):
+        try:
+            st = (run_dir / name).stat()
+            out.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append(None)
+    return tuple(out)
 
 
 def detail_text(run_dir: Path, state: RunState) -> Text:
@@ -32,6 +51,8 @@ def detail_text(run_dir: Path, state: RunState) -> Text:
     text.append(f"  {model} · {dataset} · {state.status.replace('_', ' ')}")
     if s.get("best_value") is not None:
         text.append(f" · best {s.get('monitor')} {fmt_value(s.get('best_value'))} @ epoch {s.get('best_epoch')}")
+    elif state.best_value is not None:  # still being written: no summary yet
+        text.append(f" · best {state.config.get('monitor') or ''} {fmt_value(state.best_value)} @ epoch {state.best_epoch}")
     if s.get("error"):
         text.append(f"\n error: {s['error']}", style="red")
     return text
@@ -49,7 +70,7 @@ class RunDetailScreen(DashboardViewActions, Screen):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.state: Optional[RunState] = None
-        self._metrics_size = -1
+        self._signature: Optional[tuple] = None
 
     def compose(self) -> ComposeResult:
         yield MedclsHeader()
@@ -61,15 +82,17 @@ class RunDetailScreen(DashboardViewActions, Screen):
         self.query_one("#early-stop").border_title = "Early stop"
         self.query_one("#warnings").border_title = "Warnings"
         self.reload()
-        if self.state is not None and self.state.status not in TERMINAL:
-            self.set_interval(FOLLOW_INTERVAL_S, self.reload)  # a run still being written: follow it
+        # Follow the folder whatever its status: a finished run can be extended (e) or resumed elsewhere.
+        self.set_interval(FOLLOW_INTERVAL_S, self.reload)
+
+    def on_screen_resume(self) -> None:
+        self.reload()  # back from the live screen of an extension started here
 
     def reload(self) -> None:
-        metrics = self.run_dir / "metrics.jsonl"
-        size = metrics.stat().st_size if metrics.is_file() else 0
-        if size == self._metrics_size and self.state is not None:
+        signature = folder_signature(self.run_dir)
+        if signature == self._signature and self.state is not None:
             return
-        self._metrics_size = size
+        self._signature = signature
         self.state = load_run_state(self.run_dir)
         if not self.state.run_name:
             self.state.run_name = self.run_dir.name

@@ -10,6 +10,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from ..run_state import count
+from .run_detail import FOLLOW_INTERVAL_S
 from ..widgets.header import MedclsHeader
 from ..widgets.run_widgets import shorten
 
@@ -25,7 +26,7 @@ def can_resume(status: str, has_checkpoint: bool) -> tuple[bool, str]:
     return True, ""
 
 
-HEADERS = ("run", "status", "best val", "ep", "model", "date")
+HEADERS = ("run", "status", "best val", "ep", "model", "started")
 FLEXIBLE = (0, 4)
 """Columns shortened (in the middle) when the table is wider than the screen: run name, model."""
 MIN_FLEX = (12, 10)
@@ -83,6 +84,7 @@ class RunsScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.runs: dict[str, object] = {}
+        self._signature: tuple = ()
 
     def compose(self) -> ComposeResult:
         yield MedclsHeader()
@@ -96,6 +98,25 @@ class RunsScreen(Screen):
         table.add_columns(*HEADERS)
         self.load()
         table.focus()
+        self.set_interval(FOLLOW_INTERVAL_S, self.poll)  # runs written by this app or another process
+
+    def on_screen_resume(self) -> None:
+        self.poll()
+
+    def poll(self) -> None:
+        """Reload when a run folder was added, removed or written to (see folder_signature)."""
+        if self.folder_signature() != self._signature:
+            self.load()
+
+    def folder_signature(self) -> tuple:
+        from .run_detail import folder_signature
+
+        root = Path(self.app.output_dir)
+        try:
+            paths = sorted(p for p in root.iterdir() if p.is_dir())
+        except OSError:
+            return ()
+        return (self.app.run_active, *((p.name, folder_signature(p)) for p in paths))
 
     def load(self) -> None:
         import time
@@ -104,6 +125,7 @@ class RunsScreen(Screen):
 
         stable = self.app.settings.stable
         folder = self.app.output_dir
+        self._signature = self.folder_signature()
         table = self.query_one(DataTable)
         found = list_runs(folder)
         this_year = time.strftime("%Y")

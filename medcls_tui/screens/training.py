@@ -109,7 +109,17 @@ class TrainingScreen(DashboardViewActions, Screen):
         self.app.toggle_pause()
 
     def action_stop(self) -> None:
-        self.app.stop_run()
+        """Asks first (y/n): stopping is not undone by a key, only by resuming from the Runs screen."""
+        from .confirm_stop import ConfirmStopScreen
+
+        if not self.app.run_active:
+            return
+        state = self.state
+        self.app.push_screen(ConfirmStopScreen(state.run_name if state is not None else ""), self._stop_answer)
+
+    def _stop_answer(self, confirmed: Optional[bool]) -> None:
+        if confirmed:
+            self.app.stop_run()
 
     def action_checkpoint(self) -> None:
         self.app.save_now()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from textual.app import ComposeResult
+from textual.content import Content
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Checkbox, Input, Label, Select, Static
@@ -15,9 +16,18 @@ from ..picker_logic import CHECKBOX_FIELDS, MAIN_FIELDS, TEXT_FIELDS, FormModel,
 LABELS = {
     "dataset": "dataset", "data_dir": "data dir", "model": "model", "mode": "mode", "epochs": "epochs",
     "batch_size": "batch size", "lr": "LR", "augmentation": "augmentation", "early_stopping": "early stop",
-    "mixed_precision": "mixed precision", "pretrained": "pretrained",
+    "mixed_precision": "mixed precision", "pretrained": "pretrained", "img_size": "image size",
 }
 CHECKBOX_TEXT = {"pretrained": "timm ImageNet weights", "mixed_precision": "bf16/fp16 on GPU"}
+
+
+class StateCheckbox(Checkbox):
+    """A checkbox whose state is in its text, `[x]` on and `[ ]` off: Textual draws the same X for both
+    (only the colour differs), which reads "on" without colour, in ASCII mode and to a screen reader."""
+
+    @property
+    def _button(self) -> Content:
+        return Content.styled("[x]" if self.value else "[ ]", self.get_visual_style("toggle--label"))
 
 
 class SettingsForm(VerticalScroll):
@@ -59,7 +69,7 @@ class SettingsForm(VerticalScroll):
                     yield Select([(a, a) for a in AUGMENTATIONS], allow_blank=False, compact=True,
                                  id="field-augmentation", classes="field")
                 elif key in CHECKBOX_FIELDS:
-                    yield Checkbox(CHECKBOX_TEXT[key], value=True, compact=True, id=f"field-{key}", classes="field")
+                    yield StateCheckbox(CHECKBOX_TEXT[key], value=True, compact=True, id=f"field-{key}", classes="field")
                 else:
                     suggester = SuggestFromList(self.models, case_sensitive=False) if key == "model" else None
                     yield Input(compact=True, id=f"field-{key}", classes="field", suggester=suggester,
