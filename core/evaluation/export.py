@@ -10,9 +10,13 @@ import torch
 from torch import nn
 
 from . import thresholds as thr
+from .decision import describe
+from .predict import run_thresholds
 from .run_model import RunModel, RunModelError, to_probabilities
 
 FORMATS = ("onnx", "torchscript")
+PARITY_TOLERANCE = 1e-3
+"""Largest probability difference between the exported model and PyTorch that passes (exit 1 above)."""
 EXPORT_HINT = "uv sync --extra export (or pip install 'medcls[export]')"
 
 
@@ -46,7 +50,8 @@ def export_run(rm: RunModel, fmt: str, out: Optional[Path] = None) -> dict:
             traced.save(str(out))
             got = torch.jit.load(str(out)).eval()(check)
     diff = float((expected - torch.as_tensor(got)).abs().max())
-    stored = thr.load_thresholds(rm.run_dir)
+    stored = run_thresholds(rm)
+    values = thr.as_list(stored, rm.classes)
     meta = {
         "format": fmt, "file": out.name, "run": rm.run_dir.name, "checkpoint": rm.checkpoint,
         "model": rm.config.model, "input": {"name": "image", "shape": ["batch", 3, rm.img_size, rm.img_size],
@@ -56,9 +61,9 @@ def export_run(rm: RunModel, fmt: str, out: Optional[Path] = None) -> dict:
         "classes": rm.classes, "multi_label": rm.multi_label,
         "thresholds": stored["thresholds"] if stored else None,
         "threshold_method": stored["method"] if stored else None,
-        "decision": ("positive when probability >= threshold (0.5 where null)" if rm.multi_label
-                     else "the class with the highest probability"),
-        "parity_max_abs_diff": diff,
+        "thresholds_checkpoint_digest": stored.get("digest") if stored else None,
+        "decision": describe(rm.classes, rm.multi_label, values),  # the rule predict and eval apply
+        "parity_max_abs_diff": diff, "parity_tolerance": PARITY_TOLERANCE, "parity_ok": diff <= PARITY_TOLERANCE,
     }
     out.with_suffix(".json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     meta["path"] = str(out)
