@@ -36,6 +36,7 @@ def export_run(rm: RunModel, fmt: str, out: Optional[Path] = None) -> dict:
     """Write the model and its JSON; returns the JSON content (with the parity figure)."""
     if fmt not in FORMATS:
         raise RunModelError(f"format: '{fmt}' is not one of {', '.join(FORMATS)}")
+    stored = run_thresholds(rm)  # thresholds of other weights are refused before anything is written
     out = Path(out) if out else rm.run_dir / "export" / f"model.{'onnx' if fmt == 'onnx' else 'pt'}"
     out.parent.mkdir(parents=True, exist_ok=True)
     wrapper = ProbabilityModel(rm.model.float().cpu().eval(), rm.multi_label).eval()
@@ -50,7 +51,6 @@ def export_run(rm: RunModel, fmt: str, out: Optional[Path] = None) -> dict:
             traced.save(str(out))
             got = torch.jit.load(str(out)).eval()(check)
     diff = float((expected - torch.as_tensor(got)).abs().max())
-    stored = run_thresholds(rm)
     values = thr.as_list(stored, rm.classes)
     meta = {
         "format": fmt, "file": out.name, "run": rm.run_dir.name, "checkpoint": rm.checkpoint,
