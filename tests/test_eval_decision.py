@@ -139,6 +139,11 @@ def test_three_class_eval_predict_and_onnx_take_the_argmax(three_class_run, tmp_
     paths = _images_of(bundle.val, tmp_path / "val")
     result = cli("eval", run, "--split", "val", "--thresholds", "youden", "--bootstrap", "0", "--no_plots")
     assert result.exit_code == 0, result.output
+    # per-class values in the file (hand-edited, or from an older medcls) never change the argmax decision
+    entry = thr.load_thresholds(run, "best")
+    thr.save_thresholds(run, {c: 0.2 for c in bundle.classes}, "youden", None, "best", entry["digest"], "argmax")
+    result = cli("eval", run, "--split", "val", "--bootstrap", "0", "--no_plots")
+    assert result.exit_code == 0, result.output
     report = json.loads((run / "eval_val.json").read_text())
     predicted = _predict_labels(run, paths, tmp_path / "pred.csv")
     consumer, meta = _onnx_labels(run, paths, tmp_path)

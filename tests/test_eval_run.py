@@ -299,3 +299,46 @@ def test_predict_reads_dicom_like_the_same_pixels_as_png(finished, tmp_path):
     assert len(rows) == 2 and not any(r["error"] for r in rows), rows
     probs = [[float(v) for k, v in r.items() if k.startswith("p_")] for r in rows]
     np.testing.assert_allclose(probs[0], probs[1], atol=1e-4)
+
+
+async def test_leaving_the_evaluation_screen_mid_scoring_stops_it_and_says_so(finished, monkeypatch):
+    """Escape while the worker scores: the worker ends without an error (it never touches the gone
+    screen), nothing half-written, and the app says the evaluation stopped."""
+    import threading
+
+    from textual.worker import WorkerState
+
+    import core.evaluation.scoring as scoring
+    from medcls_tui.screens.evaluation import EvaluationScreen
+    from medcls_tui.screens.runs import RunsScreen
+    from test_tui_helpers import make_app, picker_ready, press, wait_for
+
+    _, _, run = finished
+    started, gate = threading.Event(), threading.Event()
+    real = scoring.predict_table
+
+    def gated(*args, **kwargs):
+        started.set()
+        gate.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scoring, "predict_table", gated)
+    (run / "eval_val.json").unlink(missing_ok=True)
+    app = make_app(run.parent)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await picker_ready(pilot)
+        await press(pilot, "r")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="runs screen")
+        await press(pilot, "t")
+        await wait_for(pilot, lambda: isinstance(app.screen, EvaluationScreen), what="evaluation screen")
+        await press(pilot, "v")
+        await wait_for(pilot, started.is_set, what="scoring started")
+        worker = next(w for w in app.workers if w.group == "evaluate")
+        await press(pilot, "escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, EvaluationScreen), what="screen left")
+        gate.set()
+        await wait_for(pilot, lambda: worker.is_finished, timeout=120, what="worker ended")
+        assert worker.state != WorkerState.ERROR, worker.error
+        await wait_for(pilot, lambda: any("stopped on leaving" in n.message for n in app._notifications),
+                       timeout=30, what="stop notice")
+    assert not (run / "eval_val.json").exists()

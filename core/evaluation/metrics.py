@@ -306,7 +306,8 @@ def _evaluate_one(probs, targets, classes, multi_label, thresholds, patients, bo
         entry = {m: figure(lambda r, m=m, c=c: r["per_class"][m][c]) for m in (*RANK_METRICS, *THRESHOLD_METRICS)}
         entry["positives"] = int(labels[:, c].sum())
         entry["negatives"] = int(n - labels[:, c].sum())
-        entry["threshold"] = None if thresholds is None else thresholds[c]
+        # argmax (3+ single-label classes) applies no threshold: never show one that is not applied
+        entry["threshold"] = None if thresholds is None or (not multi_label and n_classes > 2) else thresholds[c]
         entry["ece"] = calibration(probs[:, c], labels[:, c])["ece"]
         if curves:
             entry["roc"] = _thin_curve(roc_curve(probs[:, c], labels[:, c]), ("fpr", "tpr"))

@@ -54,6 +54,7 @@ class EvaluationScreen(Screen):
         self.report: Optional[dict] = None
         self.split: Optional[str] = None
         self.busy = False
+        self.worker = None
         self._leaving = threading.Event()
         """Set when the screen goes away: the scoring worker stops at its next batch or bootstrap chunk."""
 
@@ -109,7 +110,8 @@ class EvaluationScreen(Screen):
             return
         self.busy = True
         self.query_one("#eval-progress-row").display = True
-        self._evaluate(split)
+        self._app = self.app  # the worker may outlive the screen (and its access to the app)
+        self.worker = self._evaluate(split)
 
     @work(thread=True, exclusive=True, group="evaluate", exit_on_error=False)
     def _evaluate(self, split: str) -> None:
@@ -136,7 +138,7 @@ class EvaluationScreen(Screen):
         if self._leaving.is_set():
             return False
         try:
-            return self.app.call_from_thread(self._if_mounted, fn, *args)
+            return self._app.call_from_thread(self._if_mounted, fn, *args)
         except Exception:  # noqa: BLE001 - the app is closing: nothing left to update
             return False
 
@@ -148,7 +150,7 @@ class EvaluationScreen(Screen):
 
     def _to_app(self, message: str, severity: str) -> None:
         try:
-            self.app.call_from_thread(self.app.notify, message, severity=severity, timeout=10)
+            self._app.call_from_thread(self._app.notify, message, severity=severity, timeout=10)
         except Exception:  # noqa: BLE001 - the app is closing
             pass
 
