@@ -63,6 +63,10 @@ def is_oom(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and "out of memory" in str(err).lower() and "illegal" not in str(err).lower()
 
 
+SCORING_SKIPPED = {"test_scoring": "skipped: stopped while scoring the test split; the run and its checkpoints "
+                                   "are complete, `medcls eval <run>` scores it"}
+
+
 @dataclass
 class Position:
     """Where the loop is: resume restarts exactly here."""
@@ -366,6 +370,11 @@ class Trainer:
         writes summary.json (atomically) so `medcls runs` says what happened.
         """
         if self.run_dir is None or not self.dist.is_main:
+            return
+        if self.status in ("finished", "early_stopped"):  # training and its checkpoints were done: only scoring
+            summary = {**self._summary(time.time() - self._started, None), **SCORING_SKIPPED}
+            runs.write_json_atomic(self.run_dir / runs.SUMMARY_FILE, summary)
+            self._release_lock()
             return
         summary = self._summary(time.time() - self._started, "aborted by a second interrupt: no checkpoint "
                                 "of the current step (resume continues from the last saved one)")
@@ -923,10 +932,13 @@ class Trainer:
         """A finished run scores its best checkpoint on the test split once (never used to pick an epoch)."""
         if self.status not in ("finished", "early_stopped") or not self.dist.is_main:
             return
-        from .evaluation.scoring import score_test_after_training
+        from .evaluation.scoring import ScoringCancelled, score_test_after_training
 
         try:
-            self.test_figures = score_test_after_training(self)
+            self.test_figures = score_test_after_training(self, lambda: self.control.stop_requested)
+        except ScoringCancelled:  # quit/SIGTERM/Ctrl-C: the run stays finished with its checkpoints
+            self.test_figures = dict(SCORING_SKIPPED)
+            self.warn("eval", SCORING_SKIPPED["test_scoring"])
         except Exception as err:  # noqa: BLE001 - the trained run stands even if scoring it fails
             self.test_figures = {"test_error": f"{type(err).__name__}: {err}"}
             self.warn("eval", f"scoring the test split failed: {err}")

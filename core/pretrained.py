@@ -283,9 +283,19 @@ def read_state_dict(path: Path, origin: Optional[str] = None) -> dict[str, torch
     tensors = {str(k): v for k, v in state.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise PretrainedError(f"{where} holds no tensors (keys: {', '.join(map(str, list(state)[:5]))})")
-    for prefix in PREFIXES:
-        tensors = {k.removeprefix(prefix): v for k, v in tensors.items()}
-    return tensors
+    return strip_wrapper_prefixes(tensors)
+
+
+def strip_wrapper_prefixes(state: Mapping[str, torch.Tensor], prefixes: tuple[str, ...] = PREFIXES) -> dict:
+    """Key names without the wrappers' prefixes, stacked in any order (`_orig_mod.module.x`, `module._orig_mod.x`)."""
+    def strip(key: str) -> str:
+        while True:
+            bare = next((key[len(p):] for p in prefixes if key.startswith(p)), None)
+            if bare is None:
+                return key
+            key = bare
+
+    return {strip(str(k)): v for k, v in state.items()}
 
 
 def _model_filter(backbone: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

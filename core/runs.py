@@ -1,11 +1,13 @@
 """Run folders: `runs/<name>/` with config.yaml, metrics.jsonl, checkpoints/, summary.json."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -84,10 +86,18 @@ def strict_json(obj: Any) -> Any:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Strict JSON (null, never NaN), written to a temp file and renamed."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(strict_json(data), indent=2, default=_json_default, allow_nan=False), encoding="utf-8")
-    tmp.replace(path)
+    """Strict JSON (null, never NaN), written to a temp file of its own and renamed: two writers never
+    share a temp file (so never tear one), and a failed write leaves no temp file behind."""
+    text = json.dumps(strict_json(data), indent=2, default=_json_default, allow_nan=False)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _json_default(obj: Any) -> Any:

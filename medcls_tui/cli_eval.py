@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -103,34 +104,74 @@ def eval_command(run: str = RUN,
                  no_plots: bool = typer.Option(False, "--no_plots", help="Skip the PNG plots."),
                  output_dir: str = OUTPUT_DIR, device: str = DEVICE) -> None:
     """Score a split: per-class AUROC/AP/sens/spec/PPV/NPV/F1 with 95% CIs -> eval_<split>.json/.md."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from core.evaluation.report import COLUMNS, headline, table_rows
     from core.evaluation.run_model import find_run
     from core.evaluation.scoring import evaluate_run
 
     with _expected_errors():
         _check_eval_args(run, output_dir, split, checkpoint, data_dir, thresholds, sensitivity, bootstrap, device)
     method = "sensitivity" if sensitivity is not None and thresholds is None else thresholds
-    with _expected_errors(), _ProgressPrinter() as progress:
+    with _expected_errors(), _EvalProgress() as progress:
         report, written = evaluate_run(find_run(run, output_dir), split, checkpoint, data_dir, method,
                                        sensitivity if sensitivity is not None else 0.95, bootstrap,
                                        not no_plots, device, progress)
-    console = Console(highlight=False)
-    table = Table(title=f"{report['run']} - {split} split ({checkpoint} checkpoint)")
-    for col in COLUMNS:
-        table.add_column(col, justify="left" if col == "class" else "right", no_wrap=col == "class")
-    for row in table_rows(report, ci_sep="\n"):
-        table.add_row(*row)
-    console.print(table)
+    _print_eval(report, split, checkpoint)
+    typer.echo(f"wrote {written['json']} and {written['md']}")
+
+
+def _print_eval(report: dict, split: str, checkpoint: str) -> None:
+    """Two narrow tables (decision figures; AUROC/AP with intervals) readable at 80 columns; off a
+    terminal (a log file) plain text at full width, never cut to '0.9…'."""
+    import sys
+
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from core.evaluation.report import (DECISION_COLUMNS, PARTIAL_NOTE, RANK_COLUMNS, decision_line, decision_rows,
+                                        has_partial, headline, rank_rows)
+
+    tty = sys.stdout.isatty()
+    console = Console(highlight=False, **({} if tty else {"width": 10_000, "no_color": True}))
+    typer.echo(f"{report['run']} - {split} split ({checkpoint} checkpoint)")
+    for columns, rows in ((DECISION_COLUMNS, decision_rows(report)), (RANK_COLUMNS, rank_rows(report))):
+        table = Table(box=box.SIMPLE_HEAD if tty else box.ASCII2, pad_edge=False, padding=(0, 1))
+        for col in columns:
+            table.add_column(col, justify="left" if col == "class" else "right", no_wrap=True,
+                             overflow="fold" if col == "class" else "ellipsis")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    if has_partial(report):
+        typer.echo(PARTIAL_NOTE)
     typer.echo(headline(report))
+    typer.echo(decision_line(report))
     info = report["thresholds_info"]
     typer.echo(f"thresholds: {info['method']} on val ({info['checkpoint']} checkpoint); "
                "undefined = no positives (or no negatives) for that class in this split")
     if "confusion_matrix" in report:
         typer.echo("confusion matrix (rows truth, columns predicted): " + str(report["confusion_matrix"]))
-    typer.echo(f"wrote {written['json']} and {written['md']}")
+
+
+class _EvalProgress(_ProgressPrinter):
+    """Off a terminal, the bootstrap (once overall and once per domain) is one summary line, not dozens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.boot: dict[str, int] = {}
+
+    def __call__(self, done: int, total: int, desc: str) -> None:
+        if self.tty or not desc.startswith("bootstrap"):
+            super().__call__(done, total, desc)
+        else:
+            self.boot[desc] = total
+
+    def __exit__(self, *exc) -> None:
+        super().__exit__(*exc)
+        if self.boot and exc[0] is None:
+            n = next(iter(self.boot.values()))
+            typer.echo(f"bootstrap: {n} resamples x {len(self.boot)} (overall"
+                       + (f" + {len(self.boot) - 1} domains" if len(self.boot) > 1 else "")
+                       + f"), {time.perf_counter() - self.started:.0f} s")
 
 
 def predict_command(run: str = RUN,
@@ -141,7 +182,8 @@ def predict_command(run: str = RUN,
                     fmt: Optional[str] = typer.Option(None, "--format", help="csv or json (default: from the "
                                                       "--out suffix, else csv)."),
                     batch_size: int = typer.Option(32, "--batch_size", min=1),
-                    tta: bool = typer.Option(False, "--tta", help="Average with the horizontally flipped image."),
+                    tta: bool = typer.Option(False, "--tta", help="Average with rotated/cropped views inside "
+                                             "training's augmentation (none if it trained without one)."),
                     cam: Optional[Path] = typer.Option(None, "--cam", help="Also write a Grad-CAM overlay PNG "
                                                        "per image (top class) into this folder."),
                     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file "
@@ -196,6 +238,10 @@ def predict_command(run: str = RUN,
     _echo_predictions(results, target)
     typer.echo(f"{len(results) - len(bad)} image(s) predicted -> {outputs.shown(target)}"
                + (" (replaced the previous file: --overwrite)" if existed else ""))
+    if tta:
+        from core.evaluation.tta import tta_plan
+
+        typer.echo(f"test-time augmentation: {tta_plan(rm.config.augmentation)[0]}")
     if cam is not None:
         typer.echo(f"Grad-CAM overlays in {outputs.shown(cam)}")
     if bad:
@@ -224,6 +270,9 @@ def export_command(run: str = RUN,
     typer.echo(f"exported {meta['path']} (+ {Path(meta['metadata']).name})"
                + (" (replaced the previous export)" if existed else ""))
     typer.echo(f"parity with PyTorch on a batch of 3: max abs diff {meta['parity_max_abs_diff']:.2e}")
+    if not meta["parity_ok"]:
+        _fail(f"parity check failed: the exported model's probabilities differ from PyTorch's by "
+              f"{meta['parity_max_abs_diff']:.2e} (> {meta['parity_tolerance']:g}); do not deploy it", code=1)
 
 
 def explain_command(run: str = RUN, image: Path = typer.Argument(..., help="PNG, JPEG or DICOM file."),

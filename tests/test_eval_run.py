@@ -87,10 +87,14 @@ def test_eval_cli_writes_json_md_plots_and_applies_a_target_sensitivity(finished
     stored = load_thresholds(run)
     assert stored["method"] == "sensitivity" and stored["target_sensitivity"] == 0.95
     report = json.loads((run / "eval_val.json").read_text())
-    for name, entry in report["per_class"].items():
-        assert entry["threshold"] == stored["thresholds"][name]
-        if entry["sensitivity"]["value"] is not None:
-            assert entry["sensitivity"]["value"] >= 0.95  # chosen and scored on the same (val) split
+    cm = np.array(report["confusion_matrix"])
+    for k, (name, entry) in enumerate(report["per_class"].items()):
+        # 4 single-label classes: the decision is argmax, so no threshold applies and each class's
+        # sensitivity is the argmax decision's (the confusion matrix's), not a one-vs-rest point
+        assert entry["threshold"] is None and stored["thresholds"][name] is None
+        if cm[k].sum():
+            assert entry["sensitivity"]["value"] == pytest.approx(cm[k, k] / cm[k].sum())
+    assert "decision: the class with the highest probability" in result.output
     md = (run / "eval_val.md").read_text()
     assert "| macro |" in md and "eval_val_roc.png" in md
     for kind in ("roc", "pr", "reliability"):
@@ -156,20 +160,31 @@ def test_predict_files_folder_csv_with_an_unreadable_file(finished, tmp_path):
     assert [r["labels"] for r in rows[:5]] == [rm.classes[i] for i in expected.argmax(1)]
 
 
-def test_predict_json_with_flip_tta_averages_the_mirror(finished, tmp_path):
+def test_predict_tta_uses_training_views_never_a_mirror_and_says_which(finished, tmp_path):
+    """--tta averages views inside training's augmentation (rotations, a crop), never the mirrored
+    image training never shows; a run trained without pixel augmentation gets none, and says so."""
+    from core.evaluation.tta import tta_plan
+
     trainer, _, run = finished
     paths = _write_test_images(trainer, tmp_path / "imgs", 2)
     out = tmp_path / "pred.json"
-    assert cli("predict", run, *paths, "--format", "json", "--tta", "--out", out).exit_code == 0
+    result = cli("predict", run, *paths, "--format", "json", "--tta", "--out", out)
+    assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())
     rm = load_run_model(run, "best")
+    assert rm.config.augmentation == "standard"
+    description, views = tta_plan("standard")
+    assert "test-time augmentation: " + description in result.output and "no mirroring" in description
     img = torch.from_numpy(np.stack([trainer.bundle.test.image(i) for i in range(2)]))[:, None]
     with torch.no_grad():
-        plain = torch.softmax(rm.model(rm.normalize(img)), -1)
+        probs = [torch.softmax(rm.model(rm.normalize(v(img) if v else img)), -1) for v in [None, *views]]
         mirror = torch.softmax(rm.model(rm.normalize(torch.flip(img, dims=[-1]))), -1)
     got = np.array([[r["probabilities"][c] for c in rm.classes] for r in rows])
-    np.testing.assert_allclose(got, ((plain + mirror) / 2).numpy(), atol=1e-5)
-    assert not np.allclose(got, plain.numpy(), atol=1e-6)
+    np.testing.assert_allclose(got, (sum(probs) / len(probs)).numpy(), atol=1e-5)
+    assert not np.allclose(got, ((probs[0] + mirror) / 2).numpy(), atol=1e-4)
+    # trained without pixel augmentation: no views, the output says none
+    description, views = tta_plan("none")
+    assert views == [] and description.startswith("none")
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
@@ -317,3 +332,46 @@ def test_explain_png_names_class_probability_scale_and_a_coarse_grid(finished, t
     ImageDraw.Draw(label).text((4, 3), f"Nodule p={info['probability']:.3f}", fill=(255, 255, 255),
                                font=ImageFont.load_default(size=fs))
     assert np.array_equal(np.asarray(label)[:fs + 6], band[:fs + 6])
+
+
+async def test_leaving_the_evaluation_screen_mid_scoring_stops_it_and_says_so(finished, monkeypatch):
+    """Escape while the worker scores: the worker ends without an error (it never touches the gone
+    screen), nothing half-written, and the app says the evaluation stopped."""
+    import threading
+
+    from textual.worker import WorkerState
+
+    import core.evaluation.scoring as scoring
+    from medcls_tui.screens.evaluation import EvaluationScreen
+    from medcls_tui.screens.runs import RunsScreen
+    from test_tui_helpers import make_app, picker_ready, press, wait_for
+
+    _, _, run = finished
+    started, gate = threading.Event(), threading.Event()
+    real = scoring.predict_table
+
+    def gated(*args, **kwargs):
+        started.set()
+        gate.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scoring, "predict_table", gated)
+    (run / "eval_val.json").unlink(missing_ok=True)
+    app = make_app(run.parent)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await picker_ready(pilot)
+        await press(pilot, "r")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="runs screen")
+        await press(pilot, "t")
+        await wait_for(pilot, lambda: isinstance(app.screen, EvaluationScreen), what="evaluation screen")
+        await press(pilot, "v")
+        await wait_for(pilot, started.is_set, what="scoring started")
+        worker = next(w for w in app.workers if w.group == "evaluate")
+        await press(pilot, "escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, EvaluationScreen), what="screen left")
+        gate.set()
+        await wait_for(pilot, lambda: worker.is_finished, timeout=120, what="worker ended")
+        assert worker.state != WorkerState.ERROR, worker.error
+        await wait_for(pilot, lambda: any("stopped on leaving" in n.message for n in app._notifications),
+                       timeout=30, what="stop notice")
+    assert not (run / "eval_val.json").exists()

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..data.decode import decode_gray, resize_square
+from ..data.decode import decode_gray, load_resized, resize_square
 from .run_model import RunModel, RunModelError, to_probabilities
 
 EXPLAIN_HINT = "uv sync --extra explain (or pip install 'medcls[explain]')"
@@ -36,6 +36,10 @@ class _Logits(nn.Module):
 def target_layer(rm: RunModel) -> tuple[nn.Module, Optional[Callable]]:
     """(layer to hook, reshape transform to NCHW or None) for the run's architecture."""
     backbone = rm.model.backbone
+    unknown = _unknown_token_layout(backbone)
+    if unknown:
+        raise RunModelError(f"explain: Grad-CAM does not know the token layout of '{rm.config.model}' ({unknown}); "
+                            "it supports CNNs, ConvNeXt, ViT/DeiT and Swin")
     if rm.family == "vit":
         prefix = int(getattr(backbone, "num_prefix_tokens", 1))
         grid = tuple(backbone.patch_embed.grid_size)
@@ -53,6 +57,21 @@ def target_layer(rm: RunModel) -> tuple[nn.Module, Optional[Callable]]:
     return backbone.get_submodule(info[-1]["module"]), None
 
 
+def _unknown_token_layout(backbone: nn.Module) -> Optional[str]:
+    """Why a transformer's last block cannot be read as a patch grid here (None: a known layout).
+    CaiT (class-attention blocks after the patch blocks), XCiT (cross-covariance blocks + class
+    attention) and any non-ViT token model would give a heatmap of the wrong tokens, or a traceback."""
+    name = type(backbone).__name__
+    if name in ("Cait", "XCiT") or hasattr(backbone, "blocks_token_only") or hasattr(backbone, "cls_attn_blocks"):
+        return f"{name}: class-attention blocks after the patch tokens"
+    blocks = getattr(backbone, "blocks", None)
+    if blocks is not None and getattr(backbone, "patch_embed", None) is not None:
+        grid = getattr(backbone.patch_embed, "grid_size", None)
+        if grid is None or not hasattr(blocks[-1], "norm1"):
+            return f"{name}: no patch grid or per-block norm"
+    return None
+
+
 def _grad_cam_class():
     try:
         from pytorch_grad_cam import GradCAM
@@ -63,7 +82,8 @@ def _grad_cam_class():
 
 
 def cam_for(rm: RunModel, image: np.ndarray, class_index: Optional[int] = None) -> tuple[np.ndarray, int, float]:
-    """(heatmap in [0, 1] at model size, class explained, its probability) for one uint8 HxW image."""
+    """(heatmap in [0, 1] at model size, class explained, its probability) for one uint8 HxW image
+    (pass load_resized's model-size image: then the model sees exactly predict's pixels)."""
     GradCAM, Target = _grad_cam_class()
     layer, reshape = target_layer(rm)
     # requires_grad: a linear probe's frozen backbone would otherwise leave no gradient to hook
@@ -174,8 +194,12 @@ def class_index(rm: RunModel, name: Optional[str]) -> Optional[int]:
 
 def explain_file(rm: RunModel, path: Path, out: Path, class_name: Optional[str] = None) -> dict:
     """Decode (PNG/JPEG/DICOM), Grad-CAM, write the overlay PNG; returns what was explained."""
+    index = class_index(rm, class_name)
+    target_layer(rm)  # an unknown layout is refused before any decoding
+    # the model's input is decoded as the cache and predict decode it (JPEG draft included); the
+    # full-resolution image is only the overlay's background
+    heat, index, prob = cam_for(rm, load_resized(path, rm.img_size), index)
     image = decode_gray(path)
-    heat, index, prob = cam_for(rm, image, class_index(rm, class_name))
     out.parent.mkdir(parents=True, exist_ok=True)
     grid = cam_grid(rm)
     Image.fromarray(overlay(image, heat, f"{rm.classes[index]} p={prob:.3f}", grid)).save(out)

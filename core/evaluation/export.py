@@ -13,10 +13,14 @@ from torch import nn
 
 from . import outputs
 from . import thresholds as thr
+from .decision import describe
+from .predict import run_thresholds
 from .run_model import RunModel, RunModelError, to_probabilities
 
 FORMATS = ("onnx", "torchscript")
 MODEL_SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts", ".torchscript")}
+PARITY_TOLERANCE = 1e-3
+"""Largest probability difference between the exported model and PyTorch that passes (exit 1 above)."""
 EXPORT_HINT = "uv sync --extra export (or pip install 'medcls[export]')"
 
 
@@ -36,6 +40,7 @@ def export_run(rm: RunModel, fmt: str, out: Optional[Path] = None) -> dict:
     """Write the model and its JSON; returns the JSON content (with the parity figure)."""
     if fmt not in FORMATS:
         raise RunModelError(f"format: '{fmt}' is not one of {', '.join(FORMATS)}")
+    stored = run_thresholds(rm)  # thresholds of other weights are refused before anything is written
     out, sidecar = export_paths(rm.run_dir, fmt, out)
     wrapper = ProbabilityModel(rm.model.float().cpu().eval(), rm.multi_label).eval()
     example = torch.randn(2, 3, rm.img_size, rm.img_size)
@@ -53,7 +58,7 @@ def export_run(rm: RunModel, fmt: str, out: Optional[Path] = None) -> dict:
             data = buffer.getvalue()
             got = torch.jit.load(io.BytesIO(data)).eval()(check)
     diff = float((expected - torch.as_tensor(got)).abs().max())
-    stored = thr.load_thresholds(rm.run_dir)
+    values = thr.as_list(stored, rm.classes)
     meta = {
         "format": fmt, "file": out.name, "run": rm.run_dir.name, "checkpoint": rm.checkpoint,
         "model": rm.config.model, "input": {"name": "image", "shape": ["batch", 3, rm.img_size, rm.img_size],
@@ -63,9 +68,9 @@ def export_run(rm: RunModel, fmt: str, out: Optional[Path] = None) -> dict:
         "classes": rm.classes, "multi_label": rm.multi_label,
         "thresholds": stored["thresholds"] if stored else None,
         "threshold_method": stored["method"] if stored else None,
-        "decision": ("positive when probability >= threshold (0.5 where null)" if rm.multi_label
-                     else "the class with the highest probability"),
-        "parity_max_abs_diff": diff,
+        "thresholds_checkpoint_digest": stored.get("digest") if stored else None,
+        "decision": describe(rm.classes, rm.multi_label, values),  # the rule predict and eval apply
+        "parity_max_abs_diff": diff, "parity_tolerance": PARITY_TOLERANCE, "parity_ok": diff <= PARITY_TOLERANCE,
     }
     outputs.write_bytes(out, data, "--out")
     outputs.write_bytes(sidecar, json.dumps(meta, indent=2).encode("utf-8"), "--out")

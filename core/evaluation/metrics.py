@@ -12,6 +12,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from .decision import decide, predicted_index
+
 CURVE_POINTS = 101
 """ROC/PR curves are stored at most this many points (enough for a plot, small in JSON)."""
 THRESHOLD_METRICS = ("sensitivity", "specificity", "ppv", "npv", "f1")
@@ -101,25 +103,14 @@ def calibration(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -
 
 # ---------------------------------------------------------------- decisions
 def decisions(probs: np.ndarray, multi_label: bool, thresholds: Optional[Sequence[Optional[float]]]) -> np.ndarray:
-    """(N, C) yes/no per class for the per-class figures: p >= threshold where a class has one;
-    without one, 0.5 (multi-label) or "is the predicted class" (single-label)."""
-    n, c = probs.shape
-    thr = list(thresholds) if thresholds is not None else [None] * c
-    if multi_label:
-        t = np.array([0.5 if v is None else v for v in thr])
-        return probs >= t[None]
-    yes = predicted_class(probs, thr)[:, None] == np.arange(c)[None]
-    for k, v in enumerate(thr):
-        if v is not None:
-            yes[:, k] = probs[:, k] >= v  # one-vs-rest operating point of that class
-    return yes
+    """(N, C) yes/no per class for the per-class figures: the labels the tools output (decision.decide),
+    so a class's sensitivity is the one of the deployed decision, never a one-vs-rest point no tool applies."""
+    return decide(probs, multi_label, thresholds)
 
 
 def predicted_class(probs: np.ndarray, thresholds: Optional[Sequence[Optional[float]]] = None) -> np.ndarray:
-    """Single-label predicted class: argmax, or for two classes `p1 >= threshold of class 1`."""
-    if probs.shape[1] == 2 and thresholds is not None and thresholds[1] is not None:
-        return (probs[:, 1] >= thresholds[1]).astype(np.int64)
-    return probs.argmax(axis=1)
+    """Single-label predicted class under the run's decision rule (decision.predicted_index)."""
+    return predicted_index(probs, thresholds)
 
 
 def one_hot(targets: np.ndarray, n_classes: int, multi_label: bool) -> np.ndarray:
@@ -130,7 +121,11 @@ def one_hot(targets: np.ndarray, n_classes: int, multi_label: bool) -> np.ndarra
 
 # ---------------------------------------------------------------- weighted (bootstrap) estimates
 BOOT_CHUNK = 64
-"""Resamples scored at once; memory is chunk x images floats."""
+"""Resamples scored at most at once; memory is chunk x images x classes floats (x a few copies)."""
+BOOT_BUDGET = 2_000_000
+"""Floats of one chunk's micro weight matrix (16 MB): the NIH test split stays well under 200 MB."""
+MIN_RESAMPLE_SHARE = 0.9
+"""An interval defined by fewer of the resamples than this share is marked in the report."""
 
 
 def weighted_rank_metrics(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -193,23 +188,34 @@ def _value(x) -> Optional[float]:
 
 
 # ---------------------------------------------------------------- bootstrap
+def _missing_id(p) -> bool:
+    return p is None or (isinstance(p, float) and p != p) or str(p).strip() in ("", "None", "nan", "NaN")
+
+
 def bootstrap_groups(patients: Optional[Sequence[str]], n: int) -> tuple[np.ndarray, int, str]:
     """(unit of each image, number of units, unit name): one unit per patient (all its images) when
-    patient ids exist, else per image. Units are numbered in order of first appearance, so one image
-    per patient resamples exactly like images."""
+    patient ids exist, else per image. An image without an id is a patient of its own (the splitter's
+    rule), never pooled with the other unlabelled images into one giant "None" patient. Units are
+    numbered in order of first appearance, so one image per patient resamples exactly like images."""
     if patients is None:
         return np.arange(n), n, "image"
-    index: dict[str, int] = {}
-    unit = np.array([index.setdefault(str(p), len(index)) for p in patients], dtype=np.int64)
+    index: dict = {}
+    unit = np.array([index.setdefault(("image", i) if _missing_id(p) else str(p), len(index))
+                     for i, p in enumerate(patients)], dtype=np.int64)
     return unit, len(index), "patient"
 
 
-def bootstrap_weights(unit: np.ndarray, n_units: int, n_boot: int, seed: int):
+def boot_chunk(n_images: int, n_classes: int) -> int:
+    """Resamples scored at once so a chunk's weight matrices stay near BOOT_BUDGET floats whatever the split."""
+    return int(max(1, min(BOOT_CHUNK, BOOT_BUDGET // max(1, n_images * max(1, n_classes)))))
+
+
+def bootstrap_weights(unit: np.ndarray, n_units: int, n_boot: int, seed: int, chunk: int = BOOT_CHUNK):
     """Yield (chunk, N) image multiplicities of `n_boot` seeded resamples of whole units."""
     rng = np.random.default_rng(seed)
     done = 0
     while done < n_boot:
-        b = min(BOOT_CHUNK, n_boot - done)
+        b = min(chunk, n_boot - done)
         picks = rng.integers(0, n_units, (b, n_units))
         flat = (picks + (np.arange(b) * n_units)[:, None]).ravel()
         counts = np.bincount(flat, minlength=b * n_units).reshape(b, n_units).astype(np.float64)
@@ -224,6 +230,11 @@ def _interval(values: np.ndarray, level: float) -> Optional[list[float]]:
         return None
     lo, hi = np.percentile(good, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
     return [float(lo), float(hi)]
+
+
+def _defined(values: np.ndarray) -> int:
+    """Resamples where the figure is defined (a resample can lose a class's only positive patient)."""
+    return int(np.isfinite(np.asarray(values, dtype=np.float64)).sum())
 
 
 @dataclass
@@ -270,7 +281,7 @@ def _evaluate_one(probs, targets, classes, multi_label, thresholds, patients, bo
     acc_samples: list[np.ndarray] = []
     if boot.n > 0 and n > 0:
         done = 0
-        for w in bootstrap_weights(unit_of, n_units, boot.n, boot.seed):
+        for w in bootstrap_weights(unit_of, n_units, boot.n, boot.seed, boot_chunk(n, n_classes)):
             chunks.append(weighted_metrics(probs, labels, yes, w))
             if correct is not None:
                 acc_samples.append((w @ correct) / w.sum(axis=1))
@@ -282,14 +293,21 @@ def _evaluate_one(probs, targets, classes, multi_label, thresholds, patients, bo
         return np.concatenate([pick(ch) for ch in chunks]) if chunks else np.zeros(0)
 
     def figure(pick) -> dict:
-        return {"value": _value(pick(point)[0]), "ci": _interval(gather(pick), boot.level) if chunks else None}
+        if not chunks:
+            return {"value": _value(pick(point)[0]), "ci": None}
+        samples = gather(pick)
+        ci = _interval(samples, boot.level)
+        used = _defined(samples)
+        return {"value": _value(pick(point)[0]), "ci": ci, "ci_resamples": used,
+                "ci_partial": ci is not None and used < MIN_RESAMPLE_SHARE * boot.n}
 
     per_class = {}
     for c, name in enumerate(classes):
         entry = {m: figure(lambda r, m=m, c=c: r["per_class"][m][c]) for m in (*RANK_METRICS, *THRESHOLD_METRICS)}
         entry["positives"] = int(labels[:, c].sum())
         entry["negatives"] = int(n - labels[:, c].sum())
-        entry["threshold"] = None if thresholds is None else thresholds[c]
+        # argmax (3+ single-label classes) applies no threshold: never show one that is not applied
+        entry["threshold"] = None if thresholds is None or (not multi_label and n_classes > 2) else thresholds[c]
         entry["ece"] = calibration(probs[:, c], labels[:, c])["ece"]
         if curves:
             entry["roc"] = _thin_curve(roc_curve(probs[:, c], labels[:, c]), ("fpr", "tpr"))
@@ -303,7 +321,9 @@ def _evaluate_one(probs, targets, classes, multi_label, thresholds, patients, bo
         "per_class": per_class,
         "macro": {m: figure(lambda r, m=m: r["macro"][m]) for m in point["macro"]},
         "micro": {m: figure(lambda r, m=m: r["micro"][m]) for m in point["micro"]},
-        "bootstrap": {"n": boot.n if chunks else 0, "seed": boot.seed, "level": boot.level, "unit": unit},
+        "bootstrap": {"n": boot.n if chunks else 0, "seed": boot.seed, "level": boot.level, "unit": unit,
+                      "units": int(n_units), "images_without_patient_id":
+                          0 if patients is None else int(sum(_missing_id(p) for p in patients))},
     }
     if multi_label:
         report["calibration"] = calibration(probs.ravel(), labels.ravel())
@@ -312,6 +332,9 @@ def _evaluate_one(probs, targets, classes, multi_label, thresholds, patients, bo
         truth = np.asarray(targets, dtype=np.int64)
         report["accuracy"] = {"value": float(correct.mean()) if n else None,
                               "ci": _interval(np.concatenate(acc_samples), boot.level) if acc_samples else None}
+        if acc_samples:
+            report["accuracy"]["ci_resamples"] = _defined(np.concatenate(acc_samples))
+            report["accuracy"]["ci_partial"] = False
         cm = np.zeros((n_classes, n_classes), dtype=np.int64)
         np.add.at(cm, (truth, pred), 1)
         report["confusion_matrix"] = cm.tolist()

@@ -18,9 +18,10 @@ import torch
 from ..data.decode import ALL_SUFFIXES, DecodeError, load_resized
 from . import outputs
 from . import thresholds as thr
-from .metrics import predicted_class
+from .decision import label_names, rule_for
 from .outputs import shown
-from .run_model import RunModel, RunModelError, predict_images
+from .run_model import RunModel, RunModelError, checkpoint_path, predict_images
+from .tta import tta_plan
 
 PATH_COLUMNS = ("path", "image", "file", "filename", "image_path")
 FORMATS = ("csv", "json")
@@ -83,17 +84,21 @@ def paths_from_csv(path: Path) -> list[Path]:
 
 
 def decide(probs: np.ndarray, rm: RunModel, stored: Optional[dict]) -> list[list[str]]:
-    """Thresholded labels per image: multi-label p >= threshold (0.5 without one), else one class."""
-    values = thr.as_list(stored, rm.classes)
-    if rm.multi_label:
-        t = np.array([0.5 if v is None else v for v in (values or [None] * len(rm.classes))])
-        return [[c for c, yes in zip(rm.classes, row) if yes] for row in probs >= t[None]]
-    return [[rm.classes[i]] for i in predicted_class(probs, values)]
+    """Labels per image under the run's one decision rule (core.evaluation.decision), as eval scores it."""
+    return label_names(probs, rm.classes, rm.multi_label, thr.as_list(stored, rm.classes))
 
 
-def predict_paths(rm: RunModel, files: Sequence[Path], batch_size: int = 32, tta_flip: bool = False,
+def run_thresholds(rm: RunModel) -> Optional[dict]:
+    """The thresholds chosen on these very weights (ThresholdError when they belong to another checkpoint)."""
+    digest = thr.checkpoint_digest(checkpoint_path(rm.run_dir, rm.checkpoint))
+    return thr.thresholds_for(rm.run_dir, rm.checkpoint, digest, rule_for(len(rm.classes), rm.multi_label))
+
+
+def predict_paths(rm: RunModel, files: Sequence[Path], batch_size: int = 32, tta: bool = False,
                   progress: Optional[Callable[[int, int, str], None]] = None) -> list[Prediction]:
-    stored = thr.load_thresholds(rm.run_dir)
+    """With tta, the views of tta.tta_plan (training's own augmentation, or none)."""
+    stored = run_thresholds(rm)
+    views = tta_plan(rm.config.augmentation)[1] if tta else []
     results: list[Prediction] = []
     for start in range(0, len(files), batch_size):
         chunk = [Prediction(path=str(f)) for f in files[start:start + batch_size]]
@@ -106,7 +111,7 @@ def predict_paths(rm: RunModel, files: Sequence[Path], batch_size: int = 32, tta
                 pred.error = err.reason
         if images:
             batch = torch.from_numpy(np.stack(images))[:, None]
-            probs = predict_images(rm.model, rm.normalize, batch, rm.multi_label, tta_flip).numpy()
+            probs = predict_images(rm.model, rm.normalize, batch, rm.multi_label, views, rm.amp_dtype).numpy()
             for pred, row, labels in zip(readable, probs, decide(probs, rm, stored)):
                 pred.probabilities = {c: float(v) for c, v in zip(rm.classes, row)}
                 pred.labels = labels

@@ -15,13 +15,67 @@ def fmt(value: Optional[float], digits: int = 3) -> str:
     return "undefined" if value is None else f"{value:.{digits}f}"
 
 
+PARTIAL_MARK = "*"
+PARTIAL_NOTE = ("* interval defined by fewer than 90% of the bootstrap resamples (the others lacked a "
+                "positive or a negative): read it with care; counts in the JSON (ci_resamples)")
+
+
 def fmt_ci(figure: Optional[dict], digits: int = 3, sep: str = " ") -> str:
-    """'0.912 [0.850, 0.960]', or the value alone without an interval, 'undefined' without a value."""
+    """'0.912 [0.850, 0.960]', or the value alone without an interval, 'undefined' without a value.
+    An interval most resamples could not define ends with PARTIAL_MARK."""
     if not figure or figure.get("value") is None:
         return "undefined"
     ci = figure.get("ci")
     text = fmt(figure["value"], digits)
-    return f"{text}{sep}[{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]" if ci else text
+    mark = PARTIAL_MARK if figure.get("ci_partial") else ""
+    return f"{text}{sep}[{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]{mark}" if ci else text
+
+
+def fmt_interval(figure: Optional[dict], digits: int = 3) -> str:
+    """'0.850-0.960' (with PARTIAL_MARK when partial), '-' without an interval."""
+    ci = (figure or {}).get("ci")
+    if not ci:
+        return "-"
+    return f"{fmt(ci[0], digits)}-{fmt(ci[1], digits)}" + (PARTIAL_MARK if figure.get("ci_partial") else "")
+
+
+def has_partial(report: dict) -> bool:
+    figures = [*report["per_class"].values(), report["macro"], report["micro"]]
+    return any(isinstance(f, dict) and f.get("ci_partial") for e in figures for f in e.values())
+
+
+DECISION_COLUMNS = ("class", "n+", "sens", "spec", "PPV", "NPV", "F1", "thr")
+RANK_COLUMNS = ("class", "AUROC", "95% CI", "AP", "95% CI ")
+
+
+def decision_rows(report: dict) -> list[list[str]]:
+    """The compact first table (fits 80 columns): figures of the decision every tool applies."""
+    rows = []
+    for name, e in report["per_class"].items():
+        rows.append([name, str(e["positives"]), *(fmt(e[m]["value"]) for m in ("sensitivity", "specificity", "ppv",
+                                                                                 "npv", "f1")),
+                     fmt(e["threshold"]) if e["threshold"] is not None else "-"])
+    for label in ("macro", "micro"):
+        m = report[label]
+        rows.append([label, "", *(fmt(m[k]["value"]) for k in ("sensitivity", "specificity", "ppv", "npv", "f1")),
+                     ""])
+    return rows
+
+
+def rank_rows(report: dict) -> list[list[str]]:
+    """The second table: AUROC and AP with their intervals, each in its own column."""
+    entries = [*report["per_class"].items(), ("macro", report["macro"]), ("micro", report["micro"])]
+    return [[name, fmt(e["auroc"]["value"]), fmt_interval(e["auroc"]), fmt(e["ap"]["value"]), fmt_interval(e["ap"])]
+            for name, e in entries]
+
+
+def decision_line(report: dict) -> str:
+    """Which rule turned probabilities into the labels scored here (core.evaluation.decision)."""
+    from .decision import describe
+
+    classes = report["classes"]
+    thresholds = [report["per_class"][c]["threshold"] for c in classes]
+    return "decision: " + describe(classes, report["multi_label"], thresholds)["description"]
 
 
 def table_rows(report: dict, ci_sep: str = " ") -> list[list[str]]:
@@ -50,7 +104,10 @@ def headline(report: dict) -> str:
     parts.append(f"ECE {fmt(report['calibration']['ece'])}")
     b = report["bootstrap"]
     if b["n"]:
-        parts.append(f"{b['n']} bootstrap resamples by {b['unit']}")
+        unit = b["unit"]
+        if b.get("images_without_patient_id"):
+            unit += f" ({b['images_without_patient_id']} image(s) without an id each count as a patient)"
+        parts.append(f"{b['n']} bootstrap resamples by {unit}")
     return ", ".join(parts)
 
 
@@ -77,7 +134,10 @@ def markdown(report: dict, split: str, images: dict[str, str], plots_note: str =
         lines += [f"Thresholds: {thr.get('method')} chosen on the validation split"
                   + (f" (target sensitivity {thr['target_sensitivity']})" if thr.get("target_sensitivity") else "")
                   + ". Undefined = the split has no positives (or no negatives) for that class.", ""]
+    lines += [decision_line(report), ""]
     lines += _md_table(COLUMNS, table_rows(report))
+    if has_partial(report):
+        lines += ["", PARTIAL_NOTE]
     if "confusion_matrix" in report:
         classes = report["classes"]
         lines += ["", "## Confusion matrix (rows: truth, columns: predicted)", ""]

@@ -5,9 +5,10 @@ names, its input size and normalisation are read one way only.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -16,9 +17,12 @@ from torch import nn
 from .. import runs
 from ..checkpoint import load_checkpoint
 from ..config import TrainConfig, load_yaml_file
+from ..pretrained import strip_wrapper_prefixes
 from ..models import Classifier, build_model, model_family, resolve_model_name
 
 CHECKPOINTS = ("best", "last")
+RUN_PREFIXES = ("_orig_mod.", "module.")
+"""torch.compile / DataParallel wrappers a saved state dict may carry, in any order (never `backbone.`: ours)."""
 META_KEYS = ("name", "description", "notes", "group", "tags")
 ProgressFn = Callable[[int, int, str], None]
 
@@ -44,6 +48,13 @@ class RunModel:
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B,1,H,W) -> normalised float (B,3,H,W), exactly as training fed the model."""
         return normalize(images.to(self.device), self.mean, self.std)
+
+    @property
+    def amp_dtype(self) -> Optional[torch.dtype]:
+        """Validation's autocast dtype for this run on this device (None: float32)."""
+        from ..precision import autocast_dtype
+
+        return autocast_dtype(bool(self.config.mixed_precision), self.config.amp_dtype, self.device)
 
     def preprocessing(self) -> dict:
         """What a consumer of an exported model must do to an image first."""
@@ -165,8 +176,8 @@ def load_run_model(run_dir: Path, checkpoint: str = "best", device: str | torch.
     timm_name = resolve_model_name(cfg.model)
     img_size = int(cfg.img_size or 224)
     model = build_model(timm_name, len(classes), cfg.mode, img_size=img_size, pretrained_path=None)
-    fit_weights(model, state["model"], path, f"model '{cfg.model}' with {len(classes)} classes "
-                f"({run_dir / runs.CONFIG_FILE})")
+    fit_weights(model, strip_wrapper_prefixes(state["model"], RUN_PREFIXES), path,
+                f"model '{cfg.model}' with {len(classes)} classes ({run_dir / runs.CONFIG_FILE})")
     model.to(dev).eval()
     pcfg = getattr(model.backbone, "pretrained_cfg", {}) or {}
     return RunModel(run_dir=run_dir, config=cfg, model=model, classes=classes, multi_label=multi_label,
@@ -180,21 +191,35 @@ def to_probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
     return torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1)
 
 
+def autocast(device: torch.device, amp_dtype: Optional[torch.dtype]):
+    """The precision validation ran the model at (core.precision.autocast_dtype of the run's config), so
+    eval, predict and end-of-training scoring give validation's numbers on the same weights."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+
 @torch.no_grad()
 def predict_images(model: nn.Module, normalize_fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
-                   multi_label: bool, tta_flip: bool = False) -> torch.Tensor:
-    """Probabilities for a uint8 (B,1,H,W) batch; with tta_flip, averaged with the mirrored image."""
-    x = normalize_fn(images)
-    probs = to_probabilities(model(x), multi_label)
-    if tta_flip:
-        probs = (probs + to_probabilities(model(torch.flip(x, dims=[-1])), multi_label)) / 2
-    return probs.cpu()
+                   multi_label: bool, views: Sequence[Callable[[torch.Tensor], torch.Tensor]] = (),
+                   amp_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """Probabilities for a uint8 (B,1,H,W) batch; with TTA views (core.evaluation.tta) their mean."""
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        x = normalize_fn(batch)
+        with autocast(x.device, amp_dtype):
+            logits = model(x)
+        return to_probabilities(logits, multi_label)
+
+    probs = run(images)
+    for view in views:
+        probs = probs + run(view(images))
+    return (probs / (1 + len(views))).cpu()
 
 
 @torch.no_grad()
 def predict_table(model: nn.Module, normalize_fn, table, multi_label: bool, batch_size: int = 64,
                   num_workers: int = 0, pin_memory: bool = False, progress: Optional[ProgressFn] = None,
-                  description: str = "scoring") -> np.ndarray:
+                  description: str = "scoring", amp_dtype: Optional[torch.dtype] = None) -> np.ndarray:
     """(N, C) probabilities over a whole split, in table order."""
     from ..loader import TableDataset, epoch_batches, make_loader
 
@@ -204,7 +229,7 @@ def predict_table(model: nn.Module, normalize_fn, table, multi_label: bool, batc
     batches = epoch_batches(len(dataset), batch_size, 0, 0, shuffle=False, drop_last=False)
     out, done = [], 0
     for images, _, _ in make_loader(dataset, batches, num_workers, pin_memory):
-        out.append(predict_images(model, normalize_fn, images, multi_label).numpy())
+        out.append(predict_images(model, normalize_fn, images, multi_label, amp_dtype=amp_dtype).numpy())
         done += len(images)
         if progress is not None:
             progress(done, len(dataset), description)

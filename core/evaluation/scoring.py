@@ -15,7 +15,10 @@ from ..data.base import DatasetBundle
 from . import thresholds as thr
 from .metrics import BootstrapSettings, evaluate_probabilities
 from .report import summary_figures, write_report
-from .run_model import ProgressFn, RunModel, RunModelError, load_run_model, predict_table
+from .decision import rule_for
+from ..pretrained import strip_wrapper_prefixes
+from .run_model import (RUN_PREFIXES, ProgressFn, RunModel, RunModelError, checkpoint_path, load_run_model,
+                        predict_table)
 
 SPLITS = ("val", "test")
 DEFAULT_BOOTSTRAP = 1000
@@ -32,31 +35,60 @@ def split_table(bundle: DatasetBundle, split: str):
 
 def score(probs: np.ndarray, table, bundle: DatasetBundle, thresholds: Optional[dict], n_boot: int, seed: int,
           progress: Optional[ProgressFn] = None) -> dict:
-    """evaluate_probabilities with the table's targets, patients and domains."""
-    return evaluate_probabilities(
+    """evaluate_probabilities with the table's targets, patients and domains, under the run's decision rule."""
+    report = evaluate_probabilities(
         probs, np.asarray(table.targets), bundle.classes, bundle.multi_label,
         thresholds=thr.as_list(thresholds, bundle.classes), patients=table.patients,
         domains=np.asarray(table.domains), domain_names=bundle.domain_names,
         bootstrap=BootstrapSettings(n=n_boot, seed=seed), progress=progress)
+    report["decision_rule"] = rule_for(len(bundle.classes), bundle.multi_label)
+    return report
+
+
+class ScoringCancelled(Exception):
+    """Quit, SIGTERM or Ctrl-C arrived while scoring: nothing is written, `medcls eval` can do it later."""
+
+
+def stoppable(progress: Optional[ProgressFn], should_stop: Optional[Callable[[], bool]]) -> Optional[ProgressFn]:
+    """A progress callback that also ends the scoring (ScoringCancelled) once a stop was asked for."""
+    if should_stop is None:
+        return progress
+
+    def report(done: int, total: int, desc: str) -> None:
+        if should_stop():
+            raise ScoringCancelled(desc)
+        if progress is not None:
+            progress(done, total, desc)
+
+    return report
 
 
 def ensure_thresholds(run_dir: Path, val_probs: Callable[[], np.ndarray], bundle: DatasetBundle,
-                      method: Optional[str], target_sensitivity: float, checkpoint: str) -> dict:
-    """The run's thresholds.json; chosen on val (and saved) when missing or when a method is asked for."""
-    stored = thr.load_thresholds(run_dir)
-    if stored is not None and method is None:
-        return stored
+                      method: Optional[str], target_sensitivity: float, checkpoint: str,
+                      digest: Optional[str] = None) -> dict:
+    """This checkpoint's thresholds from thresholds.json; chosen on val (and saved under the checkpoint)
+    when missing, when chosen on other weights (digest), or when a method is asked for. Asking for a
+    method never reads the old file first, so a corrupt file never blocks its own repair."""
+    if method is None:
+        try:
+            stored = thr.load_thresholds(run_dir, checkpoint)
+        except thr.ThresholdError as err:
+            raise thr.ThresholdError(f"{err}; `--thresholds youden` re-chooses them and rewrites the file") from None
+        if stored is not None and (not stored.get("digest") or digest is None or stored["digest"] == digest):
+            return stored
     method = method or "youden"
     chosen = thr.choose_thresholds(val_probs(), np.asarray(bundle.val.targets), bundle.classes, bundle.multi_label,
                                    method, target_sensitivity)
-    thr.save_thresholds(run_dir, chosen, method, target_sensitivity, checkpoint)
-    return thr.load_thresholds(run_dir)
+    thr.save_thresholds(run_dir, chosen, method, target_sensitivity, checkpoint, digest,
+                        rule_for(len(bundle.classes), bundle.multi_label))
+    return thr.load_thresholds(run_dir, checkpoint)
 
 
-def score_test_after_training(trainer) -> dict:
+def score_test_after_training(trainer, should_stop: Optional[Callable[[], bool]] = None) -> dict:
     """Engine hook: best checkpoint, thresholds (Youden) on val, test split scored once; `test_*` figures.
 
-    Returns {} when the dataset has no test split or no best checkpoint exists."""
+    Returns {} when the dataset has no test split or no best checkpoint exists. Runs at validation's
+    precision. `should_stop` is polled between batches and bootstrap chunks (ScoringCancelled)."""
     from ..events import DataProgress
     from ..runs import CHECKPOINT_DIR
 
@@ -64,18 +96,21 @@ def score_test_after_training(trainer) -> dict:
     best = trainer.run_dir / CHECKPOINT_DIR / "best.pt"
     if bundle.test is None or len(bundle.test) == 0 or not best.is_file():
         return {}
-    trainer.model.load_state_dict(load_checkpoint(best)["model"])
+    trainer.model.load_state_dict(strip_wrapper_prefixes(load_checkpoint(best)["model"], RUN_PREFIXES))
 
-    def progress(done: int, total: int, desc: str) -> None:
+    def report_progress(done: int, total: int, desc: str) -> None:
         trainer.on_event(DataProgress(done=done, total=total, description=desc))
+
+    progress = stoppable(report_progress, should_stop)
 
     def probs(table, what: str) -> np.ndarray:
         return predict_table(trainer.model, trainer.normalize, table, bundle.multi_label, trainer.batch_size,
-                             trainer.num_workers, trainer.device.type == "cuda", progress, what)
+                             trainer.num_workers, trainer.device.type == "cuda", progress, what,
+                             amp_dtype=trainer.amp_dtype)
 
     # a retrained (resumed) run re-chooses: the best checkpoint may have changed since
     stored = ensure_thresholds(trainer.run_dir, lambda: probs(bundle.val, "thresholds on val (best checkpoint)"),
-                               bundle, "youden", 0.95, "best")
+                               bundle, "youden", 0.95, "best", thr.checkpoint_digest(best))
     report = score(probs(bundle.test, "scoring test split (best checkpoint)"), bundle.test, bundle, stored,
                    DEFAULT_BOOTSTRAP, trainer.cfg.seed, progress)
     report.update(run=trainer.run_dir.name, checkpoint="best", split="test", thresholds_info=_thr_info(stored))
@@ -84,17 +119,19 @@ def score_test_after_training(trainer) -> dict:
 
 
 def _thr_info(stored: dict) -> dict:
-    return {k: stored.get(k) for k in ("method", "target_sensitivity", "chosen_on", "checkpoint")}
+    return {k: stored.get(k) for k in ("method", "rule", "target_sensitivity", "chosen_on", "checkpoint", "digest")}
 
 
 def evaluate_run(run_dir: Path, split: str = "test", checkpoint: str = "best", data_dir: Optional[str] = None,
                  threshold_method: Optional[str] = None, target_sensitivity: float = 0.95,
                  n_boot: int = DEFAULT_BOOTSTRAP, plots: bool = True, device: str = "cpu",
-                 progress: Optional[ProgressFn] = None) -> tuple[dict, dict[str, Path]]:
-    """`medcls eval`: load the run, its dataset and thresholds, score the split, write the report files."""
+                 progress: Optional[ProgressFn] = None,
+                 should_stop: Optional[Callable[[], bool]] = None) -> tuple[dict, dict[str, Path]]:
+    """`medcls eval`: load the run, its dataset and thresholds, score the split, write the report files.
+    `should_stop` (the app leaving the screen) ends it with ScoringCancelled before anything is written."""
     from ..data import load_dataset
 
-    progress = progress or (lambda d, t, desc: None)
+    progress = stoppable(progress or (lambda d, t, desc: None), should_stop)
     rm: RunModel = load_run_model(run_dir, checkpoint, device)
     cfg = rm.config if data_dir is None else rm.config.model_copy(update={"data_dir": data_dir})
     bundle = load_dataset(cfg, progress)
@@ -104,7 +141,8 @@ def evaluate_run(run_dir: Path, split: str = "test", checkpoint: str = "best", d
     batch = int(cfg.batch_size) if isinstance(cfg.batch_size, int) else 64
 
     def probs(tab, what: str) -> np.ndarray:
-        return predict_table(rm.model, rm.normalize, tab, rm.multi_label, batch, 0, False, progress, what)
+        return predict_table(rm.model, rm.normalize, tab, rm.multi_label, batch, 0, False, progress, what,
+                             amp_dtype=rm.amp_dtype)
 
     val_cache: dict = {}
 
@@ -113,7 +151,8 @@ def evaluate_run(run_dir: Path, split: str = "test", checkpoint: str = "best", d
             val_cache["p"] = probs(bundle.val, f"thresholds on val ({checkpoint} checkpoint)")
         return val_cache["p"]
 
-    stored = ensure_thresholds(rm.run_dir, val_probs, bundle, threshold_method, target_sensitivity, checkpoint)
+    digest = thr.checkpoint_digest(checkpoint_path(rm.run_dir, checkpoint))
+    stored = ensure_thresholds(rm.run_dir, val_probs, bundle, threshold_method, target_sensitivity, checkpoint, digest)
     split_probs = val_probs() if split == "val" else probs(table, f"scoring {split} split ({checkpoint} checkpoint)")
     report = score(split_probs, table, bundle, stored, n_boot, cfg.seed, progress)
     report.update(run=rm.run_dir.name, checkpoint=checkpoint, split=split, thresholds_info=_thr_info(stored))

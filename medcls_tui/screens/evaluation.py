@@ -3,6 +3,7 @@ ROC curves; `t` / `v` score the test / val split in a worker thread with a progr
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -53,6 +54,9 @@ class EvaluationScreen(Screen):
         self.report: Optional[dict] = None
         self.split: Optional[str] = None
         self.busy = False
+        self.worker = None
+        self._leaving = threading.Event()
+        """Set when the screen goes away: the scoring worker stops at its next batch or bootstrap chunk."""
 
     def compose(self) -> ComposeResult:
         yield MedclsHeader()
@@ -113,21 +117,49 @@ class EvaluationScreen(Screen):
             return
         self.busy = True
         self.query_one("#eval-progress-row").display = True
-        self._evaluate(split)
+        self._app = self.app  # the worker may outlive the screen (and its access to the app)
+        self.worker = self._evaluate(split)
 
     @work(thread=True, exclusive=True, group="evaluate", exit_on_error=False)
     def _evaluate(self, split: str) -> None:
-        from core.evaluation.scoring import evaluate_run
+        from core.evaluation.scoring import ScoringCancelled, evaluate_run
 
         def progress(done: int, total: int, desc: str) -> None:
-            self.app.call_from_thread(self._progress, done, total, desc)
+            self._to_screen(self._progress, done, total, desc)
 
         try:
-            report, _ = evaluate_run(self.run_dir, split, n_boot=APP_BOOTSTRAP, progress=progress)
-        except Exception as err:  # noqa: BLE001 - shown in the screen, never a crash
-            self.app.call_from_thread(self._done, split, None, f"{type(err).__name__}: {err}")
+            report, _ = evaluate_run(self.run_dir, split, n_boot=APP_BOOTSTRAP, progress=progress,
+                                     should_stop=self._leaving.is_set)
+        except ScoringCancelled:
+            self._to_app(f"evaluation of {self.run_dir.name} ({split}) stopped on leaving its screen: nothing "
+                         "written", "warning")
             return
-        self.app.call_from_thread(self._done, split, report, None)
+        except Exception as err:  # noqa: BLE001 - shown in the screen, never a crash
+            self._to_screen(self._done, split, None, f"{type(err).__name__}: {err}")
+            return
+        if not self._to_screen(self._done, split, report, None):  # the screen went away as it finished
+            self._to_app(f"eval_{split}.json and eval_{split}.md written in {self.run_dir.name}", "information")
+
+    def _to_screen(self, fn, *args) -> bool:
+        """Run fn on the UI thread while this screen is shown; False (nothing run) once it is gone."""
+        if self._leaving.is_set():
+            return False
+        try:
+            return self._app.call_from_thread(self._if_mounted, fn, *args)
+        except Exception:  # noqa: BLE001 - the app is closing: nothing left to update
+            return False
+
+    def _if_mounted(self, fn, *args) -> bool:
+        if not self.is_mounted or self._leaving.is_set():
+            return False
+        fn(*args)
+        return True
+
+    def _to_app(self, message: str, severity: str) -> None:
+        try:
+            self._app.call_from_thread(self._app.notify, message, severity=severity, timeout=10)
+        except Exception:  # noqa: BLE001 - the app is closing
+            pass
 
     def _progress(self, done: int, total: int, desc: str) -> None:
         self.query_one(ProgressBar).update(total=max(total, 1), progress=done)
@@ -142,5 +174,9 @@ class EvaluationScreen(Screen):
         self.show(split, report)
         self.app.notify(f"eval_{split}.json and eval_{split}.md written in {self.run_dir.name}")
 
+    def on_unmount(self) -> None:
+        self._leaving.set()
+
     def action_back(self) -> None:
+        self._leaving.set()
         self.app.pop_screen()
