@@ -201,8 +201,6 @@ def predict_command(run: str = RUN,
     fmt = fmt or (suffix_fmt if suffix_fmt in FORMATS else "csv")
     if fmt not in FORMATS:
         _fail(f"--format: '{fmt}' is not one of {', '.join(FORMATS)}")
-    if suffix_fmt in FORMATS and suffix_fmt != fmt:
-        _fail(f"--out: {outputs.shown(out)} ends in .{suffix_fmt} but --format is {fmt}")
     with _expected_errors():  # every argument and output checked before the model loads
         dev = resolve_device(device)
         run_dir = find_run(run, output_dir)

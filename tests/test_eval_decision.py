@@ -85,7 +85,7 @@ def _onnx_labels(run: Path, paths: list[Path], tmp: Path) -> tuple[list[str], di
     model = tmp / "m.onnx"
     result = cli("export", run, "--format", "onnx", "--out", model)
     assert result.exit_code == 0, result.output
-    meta = json.loads(model.with_suffix(".json").read_text())
+    meta = json.loads(model.with_name(model.name + ".json").read_text())
     pre = meta["input"]
     x = np.stack([load_resized(p, pre["size"][0]) for p in paths]).astype(np.float32)[:, None] / 255.0
     x = np.repeat(x, 3, axis=1)
@@ -181,7 +181,7 @@ def test_thresholds_are_stored_per_checkpoint_and_checked_by_digest(binary_run, 
     data = json.loads((run / "thresholds.json").read_text())
     data["checkpoints"]["best"]["digest"] = "0" * 64
     (run / "thresholds.json").write_text(json.dumps(data))
-    for args in (("predict", run, *img, "--out", tmp_path / "p.csv"), ("export", run, "--out", tmp_path / "m.onnx")):
+    for args in (("predict", run, *img, "--out", tmp_path / "p2.csv"), ("export", run, "--out", tmp_path / "m.onnx")):
         bad = cli(*args)
         assert bad.exit_code == 2 and "chosen on other weights" in bad.output, bad.output
     assert cli("eval", run, "--split", "val", "--bootstrap", "0", "--no_plots").exit_code == 0
@@ -232,7 +232,7 @@ def test_tampered_thresholds_are_one_line_and_repaired_by_youden(binary_run, tmp
         assert result.exit_code == 2, (args[0], result.output)
         assert "thresholds.json" in result.output and expected in result.output, result.output
         assert "Traceback" not in result.output and result.output.count("error:") == 1
-    assert not (tmp_path / "p.csv").exists() and not (tmp_path / "m.json").exists()
+    assert not (tmp_path / "p.csv").exists() and not (tmp_path / "m.onnx.json").exists()
     repair = cli("eval", run, "--split", "val", "--thresholds", "youden", "--bootstrap", "0", "--no_plots")
     if content is None:  # a folder cannot be overwritten: one line saying so
         assert repair.exit_code == 2 and "found a folder" in repair.output and "Traceback" not in repair.output
@@ -268,8 +268,8 @@ def test_export_parity_beyond_tolerance_fails_with_exit_1(binary_run, tmp_path, 
     import core.evaluation.export as export
 
     _, _, run = binary_run
-    monkeypatch.setattr(export, "_export_onnx", lambda wrapper, example, out, check:
-                        wrapper(check) + torch.tensor(0.01))
+    monkeypatch.setattr(export, "_export_onnx", lambda wrapper, example, check:
+                        (b"onnx bytes", wrapper(check) + torch.tensor(0.01)))
     result = cli("export", run, "--out", tmp_path / "m.onnx")
     assert result.exit_code == 1 and "parity check failed" in result.output and "1.00e-02" in result.output
-    assert json.loads((tmp_path / "m.json").read_text())["parity_ok"] is False
+    assert json.loads((tmp_path / "m.onnx.json").read_text())["parity_ok"] is False

@@ -366,7 +366,6 @@ def test_unusable_device_is_one_line_before_the_model(trained, work, monkeypatch
     (["eval", "{run}", "--sensitivity", "1.5"], "--sensitivity"),
     (["explain", "{run}", "{image}", "--class", "X"], "class: 'X' is not one of Normal, Abnormal"),
     (["explain", "{run}", "{work}/missing.png"], "missing.png: missing file"),
-    (["predict", "{run}", "{image}", "--out", "{work}/p.json", "--format", "csv"], "ends in .json"),
     (["export", "{run}", "--format", "tflite"], "--format: 'tflite'"),
 ])
 def test_arguments_are_checked_before_model_and_data(trained, work, monkeypatch, args, needle):
