@@ -320,6 +320,14 @@ class Job:
     def wait(self) -> int:
         return self.proc.wait(JOB_TIMEOUT_S)
 
+    def wait_for_step(self, run: Path, step: int) -> None:
+        """Poll (0.2 s steps, bounded by JOB_TIMEOUT_S) until the run logged `step`; fails if the job ends first."""
+        deadline = time.monotonic() + JOB_TIMEOUT_S
+        while not ((run / "metrics.jsonl").is_file() and any(r["global_step"] >= step for r in records(run, "Step"))):
+            assert self.proc.poll() is None, self.output()
+            assert time.monotonic() < deadline, f"no step {step}"
+            time.sleep(0.2)
+
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
@@ -477,11 +485,7 @@ def test_ctrl_c_on_gpus_stops_every_rank_at_the_same_step_with_a_checkpoint(tmp_
     run = out / "stopped"
     job = Job(out, "--run_name", "stopped", "--epochs", "20")
     try:
-        deadline = time.monotonic() + JOB_TIMEOUT_S
-        while not ((run / "metrics.jsonl").is_file() and any(r["global_step"] >= 2 for r in records(run, "Step"))):
-            assert job.proc.poll() is None, job.output()
-            assert time.monotonic() < deadline, "no step 2"
-            time.sleep(0.2)
+        job.wait_for_step(run, 2)
         job.proc.send_signal(signal.SIGINT)
         rc = job.wait()
     finally:
