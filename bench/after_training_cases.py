@@ -117,9 +117,11 @@ def _setup(category: str, seed: int, trained: Path, work: Path, at) -> tuple[lis
         path = run / "thresholds.json"
         data = json.loads(path.read_text())
         flaw = rng.choice(["value", "value", "value", "not_utf8", "folder", "nested"])
+        # format 2 keeps one entry per checkpoint ({"checkpoints": {"best": {"thresholds": ...}}}); format 1 one
+        entry = data["checkpoints"]["best"] if "checkpoints" in data else data
         if flaw == "value":
-            cls = rng.choice(sorted(data["thresholds"]))
-            data["thresholds"][cls] = rng.choice(BAD_THRESHOLDS)
+            cls = rng.choice(sorted(entry["thresholds"]))
+            entry["thresholds"][cls] = rng.choice(BAD_THRESHOLDS)
             path.write_text(json.dumps(data))  # json writes NaN/Infinity tokens, as a hand edit might
         elif flaw == "not_utf8":
             path.write_bytes(b'{"thresholds": {"Normal": 0.5, "Abn\xe9rmal": 0.5}}')
@@ -127,7 +129,7 @@ def _setup(category: str, seed: int, trained: Path, work: Path, at) -> tuple[lis
             path.unlink()
             path.mkdir()
         else:
-            data["thresholds"] = {"Normal": {"value": 0.5}}
+            entry["thresholds"] = {"Normal": {"value": 0.5}}
             path.write_text(json.dumps(data))
         command = rng.choice(["eval", "predict", "predict", "export", "export"])
         return at.command_args(command, run, image, work), ("thresholds.json",), run

@@ -366,18 +366,23 @@ def presets_show(name: str = typer.Argument(..., help="Preset name or file.")) -
 
 
 @app.command("runs")
-def runs_list(output_dir: str = typer.Option("runs", "--output_dir", help="Folder holding run folders.")) -> None:
+def runs_list(output_dir: Optional[str] = typer.Option(None, "--output_dir",
+                                                      help="Folder holding run folders (default: runs).")) -> None:
     """Past runs, newest started first: name, status, best metric, epochs, model, start time."""
     from pathlib import Path
 
     from core.runs import list_runs
 
-    folder = Path(output_dir).expanduser()
-    if not folder.is_dir():  # a typo must not read as "no runs yet"
-        why = "is not a folder" if folder.exists() else "does not exist"
-        typer.echo(f"error: output_dir: '{output_dir}' {why} (give the folder that holds the run folders; "
-                   "the default is runs)", err=True)
+    folder = Path(output_dir or "runs").expanduser()
+    if not folder.is_dir():
+        if output_dir is None and not folder.exists():  # a new user before any training: nothing is wrong
+            typer.echo("no runs yet: ./runs does not exist (training creates it)")
+            return
+        why = "is not a folder" if folder.exists() else "does not exist"  # a typo must not read as "no runs yet"
+        typer.echo(f"error: output_dir: '{output_dir or 'runs'}' {why} (give the folder that holds the run "
+                   "folders; the default is runs)", err=True)
         raise typer.Exit(2)
+    output_dir = str(folder)
     found = list_runs(output_dir)
     if not found:
         typer.echo(f"no runs in {output_dir}/")

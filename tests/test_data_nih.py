@@ -171,6 +171,7 @@ def _set_read_only(root: Path, read_only: bool) -> None:
             p.chmod(0o444 if read_only else 0o644)
 
 
+@pytest.mark.real_data
 def test_read_only_fixture_is_never_written(tmp_path, monkeypatch):
     """A dataset folder marked read-only (a shared mount) gets no cache written into it, even as root
     (where permissions stop nothing): the test makes its own read-only copy, so it checks that wherever

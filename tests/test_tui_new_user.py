@@ -159,7 +159,7 @@ def test_a_live_run_is_listed_with_model_epochs_and_best_and_runs_sort_by_start(
     assert "started" in lines[0]
 
 
-def test_runs_with_a_missing_output_dir_says_so(tmp_path):
+def test_runs_with_a_missing_output_dir_says_so(tmp_path, monkeypatch):
     """28.11: `medcls runs --output_dir typo` is an error naming the folder (exit 2), not "no runs"."""
     from typer.testing import CliRunner
 
@@ -171,6 +171,9 @@ def test_runs_with_a_missing_output_dir_says_so(tmp_path):
     (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(cli_app, ["runs", "--output_dir", str(tmp_path / "empty")])
     assert result.exit_code == 0 and "no runs in" in result.output
+    monkeypatch.chdir(tmp_path)  # the default folder before any training: a new user, not a typo
+    result = CliRunner().invoke(cli_app, ["runs"])
+    assert result.exit_code == 0 and "no runs yet" in result.output, result.output
 
 
 def test_printed_commands_run_as_printed(tmp_path, monkeypatch):
