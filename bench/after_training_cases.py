@@ -71,10 +71,11 @@ def _setup(category: str, seed: int, trained: Path, work: Path, at) -> tuple[lis
         command, suffix = rng.choice([("predict", ".csv"), ("explain", ".png"), ("export", ".pt")])
         kind = rng.choice(at.OUTPUT_KINDS + ("wrong_suffix", "cam_file", "cam_under_file"))
         args = at.command_args(command, run, image, work)
-        if kind == "wrong_suffix":
-            bad = {"predict": work / "p.json", "explain": work / "e.txt", "export": work / "m.json"}[command]
-            extra = ["--format", "csv"] if command == "predict" else []
-            return [*args[:-1], str(bad), *extra], ("--out",), run
+        if kind == "wrong_suffix":  # predict has none: an explicit --format wins over --out's suffix (issue 23)
+            command = "explain" if command == "predict" else command
+            args = at.command_args(command, run, image, work)
+            bad = {"explain": work / "e.txt", "export": work / "m.json"}[command]
+            return [*args[:-1], str(bad)], ("--out",), run
         if kind.startswith("cam_"):
             (work / "afile").write_text("x")
             cam = work / "afile" / ("" if kind == "cam_file" else "cams")
