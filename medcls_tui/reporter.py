@@ -136,7 +136,14 @@ def test_line(s: dict) -> str:
     acc = f", accuracy {fmt(s.get('test_acc'))}" if s.get("test_acc") is not None else ""
     return (f"test split ({s.get('test_n')} images, best checkpoint): AUROC {auroc}{acc}, sensitivity "
             f"{fmt(s.get('test_sensitivity'), '.3f')}, specificity {fmt(s.get('test_specificity'), '.3f')} "
-            f"at {s.get('test_thresholds')} thresholds; details in eval_test.md")
+            f"{decision_words(s)}; details in eval_test.md")
+
+
+def decision_words(s: dict) -> str:
+    """How the test figures' labels were decided: a 3+ class run takes the argmax and applies no threshold."""
+    if s.get("test_decision") == "argmax":
+        return "for the most probable class (argmax, no threshold)"
+    return f"at {s.get('test_thresholds')} thresholds"
 
 
 def system_summary(e: SystemStats) -> str:

@@ -14,6 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from core.engine import Trainer
+from core.evaluation import thresholds as thr
 from core.evaluation.metrics import BootstrapSettings, evaluate_probabilities
 from core.resolve import resolve_config
 from medcls_tui.cli import app
@@ -262,3 +263,22 @@ def test_eval_runs_the_model_at_validations_precision(tmp_path, monkeypatch, one
     assert result.exit_code == 0, result.output
     report = json.loads((Path(trainer.run_dir) / "eval_val.json").read_text())
     assert report["macro"]["auroc"]["value"] == pytest.approx(summary["val_auroc"], abs=1e-6)
+
+
+def test_end_of_training_line_names_the_decision_rule_the_figures_used(run):
+    """The CLI's closing test line: a 3+ class run's figures come from the argmax (no threshold applies),
+    so the line must not say they were taken at Youden thresholds."""
+    from medcls_tui.reporter import test_line
+
+    _, path = run
+    summary = json.loads((path / "summary.json").read_text())
+    rule = thr.load_thresholds(path, "best")["rule"]
+    assert summary["test_decision"] == rule
+    line = test_line(summary)
+    if rule == "argmax":
+        assert "argmax, no threshold" in line and "youden" not in line
+    else:
+        assert f"at {summary['test_thresholds']} thresholds" in line
+    assert "argmax, no threshold" in test_line({**summary, "test_decision": "argmax"})
+    assert "at youden thresholds" in test_line({**summary, "test_decision": "binary_threshold",
+                                                "test_thresholds": "youden"})

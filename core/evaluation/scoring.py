@@ -115,7 +115,8 @@ def score_test_after_training(trainer, should_stop: Optional[Callable[[], bool]]
                    DEFAULT_BOOTSTRAP, trainer.cfg.seed, progress)
     report.update(run=trainer.run_dir.name, checkpoint="best", split="test", thresholds_info=_thr_info(stored))
     write_report(trainer.run_dir, "test", report, plots=False)
-    return {**summary_figures(report), "test_checkpoint": "best", "test_thresholds": stored["method"]}
+    return {**summary_figures(report), "test_checkpoint": "best", "test_thresholds": stored["method"],
+            "test_decision": stored.get("rule")}
 
 
 def _thr_info(stored: dict) -> dict:
