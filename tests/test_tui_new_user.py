@@ -237,7 +237,8 @@ async def test_scoring_refuses_a_run_another_process_writes(tmp_path, key):
             await wait_for(pilot, lambda: isinstance(app.screen, EvaluationScreen), what="evaluation screen")
             await pilot.pause()
             await pilot.press(key)
-            await pilot.pause()
+            await wait_for(pilot, lambda: any("cannot score now" in str(n.message) for n in app._notifications),
+                           what="the refusal notice")
             notes = [str(n.message) for n in app._notifications]
             assert any("cannot score now" in n and "being written by another process" in n for n in notes), notes
             assert not app.screen.busy
