@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from core.data.base import ArrayTable
-from core.engine import Trainer
-from core.feature_cache import FeatureCache, FeatureKey, pixels_digest, weights_digest
-from core.resolve import resolve_config
-from core.runs import read_metrics
+from core.training.trainer import Trainer
+from core.models.feature_cache import FeatureCache, FeatureKey, pixels_digest, weights_digest
+from core.config.resolve import resolve_config
+from core.runs.folder import read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -71,7 +71,7 @@ def test_other_weights_or_pixels_miss_the_cache(tiny_flags, tmp_path):
 
 
 def test_feature_cache_off_runs_the_backbone_every_epoch(tiny_flags, monkeypatch):
-    from core.models import Classifier
+    from core.models.build import Classifier
 
     calls = []
     original = Classifier.features

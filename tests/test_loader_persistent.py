@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from core.checkpoint import load_checkpoint
+from core.runs.checkpoint import load_checkpoint
 from core.data.base import ArrayTable
-from core.engine import Trainer
+from core.training.trainer import Trainer
 from core.events import EpochDone, StepDone
-from core.hardware import usable_cores
-from core.loader import EpochBatchSampler, TableDataset
-from core.resolve import resolve_config
-from core.transforms import standard_transform
+from core.hardware.host import usable_cores
+from core.training.loader import EpochBatchSampler, TableDataset
+from core.config.resolve import resolve_config
+from core.training.transforms import standard_transform
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

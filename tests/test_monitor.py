@@ -1,7 +1,7 @@
 """The spec's monitoring signs: overfitting and underfitting warnings, and none on a healthy run."""
 import pytest
 
-from core.monitor import TrainingMonitor
+from core.training.fit_monitor import TrainingMonitor
 
 
 def feed(rows):
@@ -44,12 +44,12 @@ PEAKED_VAL_LOSS = [1.0, 0.9, 0.8, 0.7, 0.75, 0.8, 0.85, 0.9]
 
 
 def scripted_run(tiny_flags, monkeypatch, aurocs, val_losses):
-    import core.engine
-    from core.engine import Trainer
+    import core.training.trainer
+    from core.training.trainer import Trainer
     from core.events import TrainingWarning
-    from core.resolve import resolve_config
+    from core.config.resolve import resolve_config
 
-    real_evaluate, real_end = core.engine.Trainer.evaluate, core.engine.Trainer._end_epoch
+    real_evaluate, real_end = core.training.trainer.Trainer.evaluate, core.training.trainer.Trainer._end_epoch
     epoch_now = {}
 
     def scripted_end(self, epoch, start, cached_val):
@@ -62,8 +62,8 @@ def scripted_run(tiny_flags, monkeypatch, aurocs, val_losses):
         i = epoch_now["i"]
         return {**metrics, "val_auroc": aurocs[i], "val_loss": val_losses[i]}
 
-    monkeypatch.setattr(core.engine.Trainer, "_end_epoch", scripted_end)
-    monkeypatch.setattr(core.engine.Trainer, "evaluate", scripted_evaluate)
+    monkeypatch.setattr(core.training.trainer.Trainer, "_end_epoch", scripted_end)
+    monkeypatch.setattr(core.training.trainer.Trainer, "evaluate", scripted_evaluate)
     events = []
     flags = {**tiny_flags, "epochs": len(aurocs), "max_steps_per_epoch": 1, "early_stopping": 0,
              "monitor": "val_auroc"}

@@ -7,12 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 
-import core.engine
-import core.sysmon as sysmon
-from core.engine import Trainer
+import core.training.trainer
+import core.hardware.system_stats as sysmon
+from core.training.trainer import Trainer
 from core.events import SystemStats
-from core.resolve import resolve_config
-from core.runs import read_metrics
+from core.config.resolve import resolve_config
+from core.runs.folder import read_metrics
 from medcls_tui.run_state import RunState
 from medcls_tui.widgets.system_monitor import SystemMonitorBar, system_text
 from test_tui_helpers import make_app, picker_ready, scripted_events, show_scripted_run, wait_for_text
@@ -109,7 +109,7 @@ def test_loader_wait_is_host_time_around_next_batch(tiny_flags, monkeypatch):
     """A loader that takes 100 s per batch on the monitor's clock starves the step; a slow step does not."""
     clock = FakeClock()
     monkeypatch.setattr(sysmon, "CLOCK", clock)
-    real_loader, real_step = core.engine.make_loader, Trainer._train_step
+    real_loader, real_step = core.training.trainer.make_loader, Trainer._train_step
 
     def slow_loader(*args, **kwargs):
         for batch in real_loader(*args, **kwargs):
@@ -121,12 +121,12 @@ def test_loader_wait_is_host_time_around_next_batch(tiny_flags, monkeypatch):
         return real_step(self, *args, **kwargs)
 
     flags = {**tiny_flags, "epochs": 1, "max_steps_per_epoch": 2}
-    monkeypatch.setattr(core.engine, "make_loader", slow_loader)
+    monkeypatch.setattr(core.training.trainer, "make_loader", slow_loader)
     starved = [r for r in read_metrics(run(flags).run_dir) if r["event"] == "SystemStats"][0]
     assert starved["loader_wait_s"] == pytest.approx(100.0) and starved["step_s"] == pytest.approx(100.0)
     assert starved["loader_wait_frac"] == pytest.approx(1.0) and starved["starved"] is True
 
-    monkeypatch.setattr(core.engine, "make_loader", real_loader)
+    monkeypatch.setattr(core.training.trainer, "make_loader", real_loader)
     monkeypatch.setattr(Trainer, "_train_step", slow_step)
     busy = [r for r in read_metrics(run({**flags, "run_name": "busy"}).run_dir) if r["event"] == "SystemStats"][0]
     assert busy["loader_wait_s"] == pytest.approx(0.0) and busy["step_s"] == pytest.approx(100.0)

@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from core.checkpoint import load_checkpoint
-from core.engine import Trainer
+from core.runs.checkpoint import load_checkpoint
+from core.training.trainer import Trainer
 from core.events import EpochDone, TrainingWarning
-from core.resolve import resolve_config
-from core.runs import read_metrics, read_summary
+from core.config.resolve import resolve_config
+from core.runs.folder import read_metrics, read_summary
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -10,14 +10,14 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..checkpoint import load_checkpoint
-from ..data.base import DatasetBundle
-from . import thresholds as thr
-from .metrics import BootstrapSettings, evaluate_probabilities
-from .report import summary_figures, write_report
-from .decision import rule_for
-from ..pretrained import strip_wrapper_prefixes
-from .run_model import (RUN_PREFIXES, ProgressFn, RunModel, RunModelError, checkpoint_path, load_run_model,
+from core.runs.checkpoint import load_checkpoint
+from core.data.base import DatasetBundle
+from core.evaluation import thresholds as thr
+from core.evaluation.metrics import BootstrapSettings, evaluate_probabilities
+from core.evaluation.report import summary_figures, write_report
+from core.evaluation.decision import rule_for
+from core.models.pretrained import strip_wrapper_prefixes
+from core.evaluation.run_model import (RUN_PREFIXES, ProgressFn, RunModel, RunModelError, checkpoint_path, load_run_model,
                         predict_table)
 
 SPLITS = ("val", "test")
@@ -89,8 +89,8 @@ def score_test_after_training(trainer, should_stop: Optional[Callable[[], bool]]
 
     Returns {} when the dataset has no test split or no best checkpoint exists. Runs at validation's
     precision. `should_stop` is polled between batches and bootstrap chunks (ScoringCancelled)."""
-    from ..events import DataProgress
-    from ..runs import CHECKPOINT_DIR
+    from core.events import DataProgress
+    from core.runs.folder import CHECKPOINT_DIR
 
     bundle: DatasetBundle = trainer.bundle
     best = trainer.run_dir / CHECKPOINT_DIR / "best.pt"
@@ -130,7 +130,7 @@ def evaluate_run(run_dir: Path, split: str = "test", checkpoint: str = "best", d
                  should_stop: Optional[Callable[[], bool]] = None) -> tuple[dict, dict[str, Path]]:
     """`medcls eval`: load the run, its dataset and thresholds, score the split, write the report files.
     `should_stop` (the app leaving the screen) ends it with ScoringCancelled before anything is written."""
-    from ..data import load_dataset
+    from core.data import load_dataset
 
     progress = stoppable(progress or (lambda d, t, desc: None), should_stop)
     rm: RunModel = load_run_model(run_dir, checkpoint, device)

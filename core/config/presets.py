@@ -8,9 +8,10 @@ from typing import Any, Optional
 
 import yaml
 
-from .config import ConfigError, flatten_yaml_config, load_yaml_file
+from core.config.train_config import ConfigError
+from core.config.yaml_io import flatten_yaml_config, load_yaml_file
 
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "presets"
+BUILTIN_DIR = Path(__file__).resolve().parents[2] / "presets"
 
 
 def user_preset_dir() -> Path:
@@ -103,7 +104,7 @@ def find_preset(name_or_path: str) -> PresetInfo:
 def save_preset(values: dict[str, Any], path: Optional[Path] = None, name: str = "my_preset",
                 description: str = "", notes: str = "", group: str = "custom") -> Path:
     """Write a preset YAML (metadata first, then config keys); returns its path."""
-    from .config import validate_layer
+    from core.config.yaml_io import validate_layer
 
     clean = {k: v for k, v in values.items() if k != "__sections__"}
     validate_layer(clean, f"preset '{name}'")

@@ -69,7 +69,7 @@ class DistContext:
         """The device this rank trains on: cuda:LOCAL_RANK for auto/cuda in a distributed CUDA job."""
         import torch
 
-        from .hardware import pick_device
+        from core.hardware.host import pick_device
 
         device = pick_device(requested)
         if self.enabled and device.type == "cuda" and requested in ("auto", "cuda"):

@@ -12,8 +12,8 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .config import ConfigError
-from .events import Event, TrainingWarning
+from core.config import ConfigError
+from core.events import Event, TrainingWarning
 
 TB_DIR = "tensorboard"
 """Sub-folder of the run folder holding the event files."""

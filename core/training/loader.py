@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .data.base import ImageTable
-from .transforms import Transform
+from core.data.base import ImageTable
+from core.training.transforms import Transform
 
 
 class TableDataset(Dataset):

@@ -1,7 +1,7 @@
 """The tables of the training tips as data, and the small functions that apply them.
 
 Every number the app suggests comes from here, with the section of docs/TIPS.md (generated from
-this module by core/tips_doc.py) that it encodes, so the TUI's explanations, `--print-config`, the
+this module by core/config/tips_doc.py) that it encodes, so the TUI's explanations, `--print-config`, the
 presets and the document all say the same thing.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 SPEC = "docs/TIPS.md"
-"""Where the provenance lines point: the document generated from these tables (core/tips_doc.py)."""
+"""Where the provenance lines point: the document generated from these tables (core/config/tips_doc.py)."""
 
 # --- General guidelines: Linear Probe vs Full Fine-tune -------------------------------------
 MODE_TABLE = {
@@ -195,7 +195,7 @@ def layer_decay_for_depth(depth: Optional[int]) -> float:
 def layer_decay_tip(family: str, mode: str, timm_name: Optional[str] = None) -> Optional[Tip]:
     if mode != "full_finetune" or family not in LAYER_DECAY_FAMILIES:
         return None
-    from .model_names import layer_decay_depth
+    from core.models.names import layer_decay_depth
 
     depth = layer_decay_depth(timm_name) if timm_name else None
     value = layer_decay_for_depth(depth)

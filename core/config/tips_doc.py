@@ -1,12 +1,12 @@
-"""docs/TIPS.md, generated from core/tips.py: every table of the tips with each value's reason.
+"""docs/TIPS.md, generated from core/config/tips.py: every table of the tips with each value's reason.
 
 The provenance lines the app shows (`--print-config`, the picker's Why panel) cite sections of
-this document, so the repository carries what it cites. `python -m core.tips_doc` prints it;
+this document, so the repository carries what it cites. `python -m core.config.tips_doc` prints it;
 tests/test_tips_doc.py checks the committed file is current (MEDCLS_UPDATE_DOCS=1 rewrites it).
 """
 from __future__ import annotations
 
-from . import tips
+from core.config import tips
 
 DOC_PATH = "docs/TIPS.md"
 LEARNING_RATE = "Learning Rate"
@@ -39,7 +39,7 @@ def _section(title: str, intro: str, body: list[str]) -> list[str]:
 def render() -> str:
     """The whole document (deterministic: same tips -> same bytes)."""
     out = ["# Training tips", "",
-           "Generated from `core/tips.py` by `core/tips_doc.py` (do not edit by hand: "
+           "Generated from `core/config/tips.py` by `core/config/tips_doc.py` (do not edit by hand: "
            "`MEDCLS_UPDATE_DOCS=1 uv run pytest tests/test_tips_doc.py` rewrites it). These are the "
            "values `medcls` fills in when you leave a setting unset; `medcls train --print-config` "
            "shows which ones a run took and cites the section here.", ""]

@@ -14,8 +14,9 @@ from typing import Optional
 import torch
 from torch import nn
 
-# Names, aliases and families live in core/model_names.py (no timm/torch import); re-exported here.
-from .model_names import MODEL_ALIASES, SEED_MODELS, ModelNameError, model_family, resolve_model_name  # noqa: E402,F401
+# Names, aliases and families live in core/models/names.py (no timm/torch import); re-exported here.
+from core.models.names import (MODEL_ALIASES, SEED_MODELS, ModelNameError, model_family,  # noqa: E402,F401
+                               resolve_model_name, timm_layer_decay_depth)
 
 
 class Classifier(nn.Module):
@@ -79,8 +80,8 @@ def _extra_kwargs(timm_name: str, img_size: Optional[int]) -> dict:
 
 
 def load_pretrained(backbone: nn.Module, path: str, timm_name: str = ""):
-    """Load a local checkpoint (file or timm/HF folder) into the backbone; see core.pretrained."""
-    from .pretrained import load_local_weights
+    """Load a local checkpoint (file or timm/HF folder) into the backbone; see core.models.pretrained."""
+    from core.models.pretrained import load_local_weights
 
     return load_local_weights(backbone, path, timm_name)
 
@@ -111,7 +112,7 @@ def build_model(
     """Create the timm backbone and wrap it.
 
     Weights: `pretrained_path` (a local file or timm/HF folder) wins; else `pretrained` loads timm's
-    default weights through the Hugging Face cache (core.pretrained); else random init. The default
+    default weights through the Hugging Face cache (core.models.pretrained); else random init. The default
     is random so helpers (advisor probes, tests) never touch the network; the engine passes the
     config's `pretrained`.
     """
@@ -121,7 +122,7 @@ def build_model(
     if drop_path_rate:
         kwargs["drop_path_rate"] = drop_path_rate
     if pretrained and not pretrained_path:
-        from .pretrained import create_pretrained_backbone
+        from core.models.pretrained import create_pretrained_backbone
 
         backbone = create_pretrained_backbone(timm_name, in_chans=in_chans, progress=progress, **kwargs)
     else:
@@ -135,23 +136,6 @@ def build_model(
 
 def supports_grad_checkpointing(model: Classifier) -> bool:
     return hasattr(model.backbone, "set_grad_checkpointing")
-
-
-@functools.lru_cache(maxsize=64)
-def layer_decay_depth(timm_name: str) -> Optional[int]:
-    """Exponent of the earliest layers' LR scale under layer-wise decay: the earliest group trains at
-    layer_decay ** depth x the LR. Uses timm's own grouping (as param_groups does), on a meta-device
-    model so nothing is allocated; None when timm cannot group the model."""
-    import timm
-    from timm.models import group_parameters
-
-    try:
-        with torch.device("meta"):
-            backbone = timm.create_model(timm_name, pretrained=False, num_classes=0)
-        layer_map = group_parameters(backbone, backbone.group_matcher(coarse=False), reverse=True)
-    except Exception:  # noqa: BLE001 - any model timm cannot group simply has no depth to report
-        return None
-    return max(layer_map.values()) if layer_map else None
 
 
 def param_groups(model: Classifier, weight_decay: float, layer_decay: Optional[float]) -> list[dict]:

@@ -12,9 +12,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-from . import tips
-from .gpu_memory import GpuInfo, HardwareInfo, read_hardware, training_gpu
-from .hardware import nominal_gib
+from core.config import tips
+from core.hardware.gpu_memory import GpuInfo, HardwareInfo, read_hardware, training_gpu
+from core.hardware.host import nominal_gib
 
 REFERENCE_IMG = 224
 """The spec's batch table is for the seed models at their native 224 px."""
@@ -85,7 +85,7 @@ def split_batch(target: int, per_step_max: int) -> tuple[int, int]:
 
 
 def precision_text(mixed_precision: bool, on_gpu: bool) -> str:
-    """Mixed precision as a run on this hardware will use it: only on a GPU (core.precision's rule,
+    """Mixed precision as a run on this hardware will use it: only on a GPU (core.training.precision's rule,
     autocast off CUDA is float32), so a CPU machine never reads "mixed precision on"."""
     if not on_gpu:
         return "mixed precision off (no GPU: float32 on CPU)"
@@ -111,7 +111,7 @@ def table_advice(model: str, mode: str, img_size: Optional[int], mixed_precision
                  hardware: Optional[HardwareInfo] = None, device: str = "auto",
                  grad_checkpointing: bool = False) -> Advice:
     """Spec table for the training GPU (or CPU), scaled for this model/mode/size/precision."""
-    from .model_names import resolve_model_name
+    from core.models.names import resolve_model_name
 
     hardware = hardware if hardware is not None else read_hardware()
     img_size = img_size or REFERENCE_IMG
@@ -145,7 +145,7 @@ def table_advice(model: str, mode: str, img_size: Optional[int], mixed_precision
 
 def seed_name(model: str) -> Optional[str]:
     """The spec's seed alias for a model name (swin_base_patch4_window7_224 -> swin_base)."""
-    from .model_names import MODEL_ALIASES
+    from core.models.names import MODEL_ALIASES
 
     key = model.strip().lower()
     if key in PARAMS_M:
@@ -172,7 +172,7 @@ def next_smaller_model(model: str) -> Optional[str]:
 
 def _uses_batchnorm(model: str) -> bool:
     """CNN families train with BatchNorm (ConvNeXt, ViT and Swin use LayerNorm)."""
-    from .model_names import model_family, resolve_model_name
+    from core.models.names import model_family, resolve_model_name
 
     try:
         return model_family(resolve_model_name(model)) == "cnn"

@@ -13,7 +13,7 @@ import os
 import time
 from typing import Callable, Iterable, Iterator, Optional
 
-from .events import SystemStats
+from core.events import SystemStats
 
 SAMPLE_INTERVAL_S = 1.5
 """Least time between two live samples (the TUI redraws a few times a second anyway)."""
@@ -44,7 +44,7 @@ class NvmlReader:
         try:
             import pynvml
 
-            from .gpu_memory import _only_visible
+            from core.hardware.gpu_memory import _only_visible
 
             pynvml.nvmlInit()
             self._nvml = pynvml

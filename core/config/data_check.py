@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import ConfigError, TrainConfig
+from core.config.train_config import ConfigError, TrainConfig
 
 FIELD_PREFIXES = ("data_dir:", "label_file:", "csv:")
 
 
 def check_data_location(config: TrainConfig) -> None:
     """Raise ConfigError naming data_dir (or label_file/csv) when training could not find its data."""
-    from .data.base import DataError
+    from core.data.base import DataError
 
     if config.dataset == "synthetic":
         return
@@ -28,8 +28,8 @@ def check_data_location(config: TrainConfig) -> None:
 
 
 def _check(config: TrainConfig) -> None:
-    from .data import records
-    from .data.base import DataError
+    from core.data import records
+    from core.data.base import DataError
 
     if config.dataset == "csv":
         if not (config.csv or config.label_file):
@@ -44,15 +44,15 @@ def _check(config: TrainConfig) -> None:
         raise DataError(f"data_dir: --dataset {config.dataset} needs --data_dir pointing at the downloaded data")
     root = records.require_data_dir(config, config.dataset, "")
     if config.dataset == "nih":
-        from .data.nih import find_label_file
+        from core.data.nih import find_label_file
 
         find_label_file(root, config.label_file)
     elif config.dataset == "covidx":
-        from .data.covidx import find_label_files
+        from core.data.covidx import find_label_files
 
         find_label_files(root, config.label_file)
     elif config.dataset == "vinbigdata":
-        from .data.vinbigdata import find_label_file as find_vin
+        from core.data.vinbigdata import find_label_file as find_vin
 
         find_vin(root, config.label_file)
     elif config.dataset == "folder":

@@ -1,6 +1,6 @@
 """What machine are we on: the device to train on and how much GPU memory it has.
 
-Kept tiny and import-light; the batch-size advisor (core/advisor.py) has the full picture
+Kept tiny and import-light; the batch-size advisor (core/hardware/advisor.py) has the full picture
 (every GPU via NVML, other processes' usage, CPU RAM).
 """
 from __future__ import annotations
@@ -75,7 +75,7 @@ def _nvml_total_gib(device: str) -> tuple[bool, Optional[float]]:
         import pynvml  # noqa: F401 - nvidia-ml-py
     except ImportError:
         return False, None
-    from .gpu_memory import _nvml_gpus, no_nvidia_driver, training_gpu
+    from core.hardware.gpu_memory import _nvml_gpus, no_nvidia_driver, training_gpu
 
     try:
         gpus = _nvml_gpus()

@@ -1,7 +1,7 @@
 """The measured batch probe: grow the batch, binary-search the limit, keep a margin, recommend.
 
 Finder results that OOM later are the common complaint (fragmentation, eval, neighbours), so the
-probe runs real steps of the configured run (core/probe_bench.py), keeps a safety margin, checks
+probe runs real steps of the configured run (core/hardware/probe_bench.py), keeps a safety margin, checks
 evaluation at the recommended batch, and reaches the tips' effective batch with accumulation
 instead of a bigger micro-batch. It never changes the caller's model: weights, buffers, train
 mode and the RNG streams are restored, and it stops when its time budget would be exceeded,
@@ -21,8 +21,8 @@ from typing import Optional
 
 import torch
 
-from .advice_table import model_advice, pow2_floor, split_batch, table_advice, target_batch
-from .probe_bench import GIB, CpuMeter, GpuMeter, ProbeBench, Trial, guess_task, run_eval_check, run_trial
+from core.hardware.advice_table import model_advice, pow2_floor, split_batch, table_advice, target_batch
+from core.hardware.probe_bench import GIB, CpuMeter, GpuMeter, ProbeBench, Trial, guess_task, run_eval_check, run_trial
 
 
 @dataclass
@@ -59,7 +59,7 @@ def nice_floor(n: int) -> int:
 
 def _probe_config(config):
     """A TrainConfig with the few values the probe needs filled in (works before resolve_config too)."""
-    from . import tips
+    from core.config import tips
 
     cfg = getattr(config, "config", config)  # ResolvedConfig or TrainConfig
     if cfg.img_size is None:
@@ -171,8 +171,8 @@ def probe_batch_size(config, model=None, device=None, time_budget_s: float = 60,
     `model` (the engine's, already on the device) is reused and restored afterwards; without it the
     probe builds one (random init: weights do not change memory). The time budget counts from the call.
     """
-    from .hardware import pick_device
-    from .models import build_model, model_family, resolve_model_name
+    from core.hardware.host import pick_device
+    from core.models.build import build_model, model_family, resolve_model_name
 
     if not 0 <= margin < 1:
         raise ValueError(f"margin: must be in [0, 1) (got {margin})")
@@ -212,7 +212,7 @@ def measure(bench, meter, clock: _Clock, cfg, table, target: int, max_batch: int
             on_gpu: bool) -> ProbeResult:
     """Search, then max safe / recommended batch, eval check, img/s, reasons and model advice.
 
-    bench/meter are duck-typed (core/probe_bench.py), so tests drive this with a simulated card.
+    bench/meter are duck-typed (core/hardware/probe_bench.py), so tests drive this with a simulated card.
     """
     trials, good, bad, timed_out = _search(bench, meter, clock, max_batch, None if on_gpu else target)
     limit_gib = meter.limit / GIB

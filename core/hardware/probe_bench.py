@@ -29,7 +29,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .precision import autocast_dtype
+from core.training.oom import is_oom
+from core.training.precision import autocast_dtype
 
 GIB = 2**30
 
@@ -43,13 +44,6 @@ class Trial:
     """Measured (CUDA) or counted (CPU) peak of the trial; None after an out-of-memory error."""
     step_s: Optional[float]
     """Seconds of the last step (steady state: optimizer state already exists)."""
-
-
-def is_oom(err: BaseException) -> bool:
-    """The engine's rule (core.engine.is_oom): 'illegal memory access' is never retried."""
-    from .engine import is_oom as engine_is_oom
-
-    return engine_is_oom(err)
 
 
 class GpuMeter:
@@ -127,7 +121,7 @@ class CpuMeter:
     """CPU memory: counted tensor bytes and, on Linux, the measured peak RSS (module docstring)."""
 
     def __init__(self, margin: float):
-        from .gpu_memory import cpu_ram_gib
+        from core.hardware.gpu_memory import cpu_ram_gib
 
         _, avail = cpu_ram_gib()
         self.capacity = (avail if avail is not None else 4.0) * GIB
@@ -218,9 +212,9 @@ class ProbeBench:
     NUM_DOMAINS = 3  # >= 2 so XDomainMix runs its cross-domain path (the memory-hungry one)
 
     def __init__(self, config, model, device: torch.device, timm_name: str, family: str):
-        from .augment import build_strategy
-        from .losses import build_loss
-        from .models import build_optimizer
+        from core.augment import build_strategy
+        from core.training.losses import build_loss
+        from core.models.build import build_optimizer
 
         self.cfg, self.model, self.device = config, model, device
         self.num_classes, self.multi_label = guess_task(config, getattr(model, "classifier", None))

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.base import ArrayTable, ImageTable, SubsetTable, in_memory
+from core.data.base import ArrayTable, ImageTable, SubsetTable, in_memory
 
 FORMAT = 1
 SUBDIR = "features"
@@ -131,7 +131,7 @@ def feature_dir(data_dir: Optional[str], cache_dir: Optional[str], output_dir: s
     """Next to the pixel cache when the data has a folder (or --cache_dir is set); otherwise under
     the runs folder, so later runs in the same output folder reuse it (built-in phantoms)."""
     if cache_dir or data_dir:
-        from .data.cache import cache_root
+        from core.data.cache import cache_root
 
         return cache_root(data_dir, cache_dir)[0] / SUBDIR
     return Path(output_dir) / ".medcls_cache" / SUBDIR

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .tips import MONITORING
+from core.config.tips import MONITORING
 
 OVERFIT_EPOCHS = 2  # consecutive epochs of val loss up while train loss down
 GAP_MIN = 0.15  # "train accuracy >> val accuracy": at least 15 points apart ...

@@ -185,7 +185,7 @@ def _count(value: Any) -> int:
 
 def run_status(path: Path, summary: dict[str, Any]) -> str:
     """running (a live process holds the lock), interrupted (its process is gone), else the summary's."""
-    from .runlock import LOCK_FILE, is_locked
+    from core.runs.lock import LOCK_FILE, is_locked
 
     if is_locked(path):
         return "running"

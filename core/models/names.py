@@ -5,7 +5,7 @@ the app's picker), and importing timm costs seconds. timm's model list is theref
 snapshot, `timm_model_names.txt`, written for one timm version; while that version is installed
 the snapshot is the list, otherwise (timm upgraded) the live `timm.list_models()` is used, so the
 answer is always timm's own. Regenerate after upgrading timm:
-    uv run python -m core.model_names --write
+    uv run python -m core.models.names --write
 """
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--write"]:
         print(f"wrote {write_snapshot()}")
     else:
-        print("usage: python -m core.model_names --write")
+        print("usage: python -m core.models.names --write")
 
 
 KNOWN_LAYER_DECAY_DEPTHS = {"vit_small_patch16_224": 12, "vit_base_patch16_224": 12, "deit_small_patch16_224": 12,
@@ -123,9 +123,26 @@ showing their config needs no torch."""
 
 
 def layer_decay_depth(timm_name: str):
-    """Depth of the earliest layer group under layer-wise decay (see core.models.layer_decay_depth)."""
+    """Depth of the earliest layer group under layer-wise decay: the seed models' from the table (no
+    torch import), any other from timm's grouping."""
     if timm_name in KNOWN_LAYER_DECAY_DEPTHS:
         return KNOWN_LAYER_DECAY_DEPTHS[timm_name]
-    from .models import layer_decay_depth as from_timm
+    return timm_layer_decay_depth(timm_name)
 
-    return from_timm(timm_name)
+
+@functools.lru_cache(maxsize=64)
+def timm_layer_decay_depth(timm_name: str) -> Optional[int]:
+    """Exponent of the earliest layers' LR scale under layer-wise decay: the earliest group trains at
+    layer_decay ** depth x the LR. Uses timm's own grouping (as param_groups does), on a meta-device
+    model so nothing is allocated; None when timm cannot group the model."""
+    import timm
+    import torch
+    from timm.models import group_parameters
+
+    try:
+        with torch.device("meta"):
+            backbone = timm.create_model(timm_name, pretrained=False, num_classes=0)
+        layer_map = group_parameters(backbone, backbone.group_matcher(coarse=False), reverse=True)
+    except Exception:  # noqa: BLE001 - any model timm cannot group simply has no depth to report
+        return None
+    return max(layer_map.values()) if layer_map else None

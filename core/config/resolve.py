@@ -11,8 +11,8 @@ from typing import Any, Callable, Optional
 
 from pydantic import ValidationError
 
-from . import tips
-from .config import (
+from core.config import tips
+from core.config import (
     ConfigError,
     ResolvedConfig,
     TrainConfig,
@@ -21,7 +21,7 @@ from .config import (
     load_yaml_file,
     validate_layer,
 )
-from .model_names import ModelNameError, model_family, resolve_model_name
+from core.models.names import ModelNameError, model_family, resolve_model_name
 
 # Datasets whose task is fixed single-label: --multi_label makes no sense for them.
 SINGLE_LABEL_DATASETS = ("covidx", "vinbigdata", "folder")
@@ -46,7 +46,7 @@ def resolve_config(
     `base` is an already-resolved config (e.g. a run's config.yaml for --retrain): its values
     count as "config file" values.
     """
-    from .presets import find_preset
+    from core.config.presets import find_preset
 
     layers: list[tuple[str, dict[str, Any]]] = []
     notes: list[str] = []
@@ -149,7 +149,7 @@ def resolve_config(
 def _vram(vram_gib: Optional[float] | str, device: str) -> Optional[float]:
     if vram_gib != "detect":
         return vram_gib  # type: ignore[return-value]
-    from .hardware import gpu_total_memory_gib, nominal_gib
+    from core.hardware.host import gpu_total_memory_gib, nominal_gib
 
     total = gpu_total_memory_gib(device)
     return None if total is None else nominal_gib(total)  # same card class as the advisor's
@@ -169,7 +169,7 @@ def _check_combinations(cfg: TrainConfig, sources: dict[str, str], family: str, 
                         warnings: list[str]) -> None:
     """Impossible combinations fail before training, naming the key."""
     if cfg.dataset not in dataset_names():
-        from .model_names import did_you_mean
+        from core.models.names import did_you_mean
 
         raise ConfigError(f"dataset: unknown dataset '{cfg.dataset}'.{did_you_mean(cfg.dataset, dataset_names(), cutoff=0.6)} "
                           f"Allowed: {', '.join(dataset_names())}")
@@ -186,7 +186,7 @@ def _check_combinations(cfg: TrainConfig, sources: dict[str, str], family: str, 
         )
     if cfg.multi_label is False and cfg.dataset == "nih":
         raise ConfigError("multi_label: NIH ChestX-ray14 is multi-label (14 findings); drop --no_multi_label")
-    # Where the data is (data_dir, csv) is checked before training by core.data_check, not here:
+    # Where the data is (data_dir, csv) is checked before training by core.config.data_check, not here:
     # showing and resolving a preset must not need the data on disk.
     if cfg.pretrained_path and not Path(cfg.pretrained_path).expanduser().exists():
         raise ConfigError(f"pretrained_path: file not found: {cfg.pretrained_path} (a .pth/.bin/.safetensors file "
@@ -218,7 +218,7 @@ def _explain_weights(cfg: TrainConfig, timm_name: str, family: str, sources: dic
     if cfg.pretrained:
         where = "from the Hugging Face hub cache (HF_HOME), downloaded once"
         if "timm" in sys.modules:  # name the exact weights only when timm is loaded anyway (start-up stays light)
-            from .pretrained import hub_weights
+            from core.models.pretrained import hub_weights
 
             weights = hub_weights(timm_name)
             where = weights.describe() if weights else "none: timm has no weights for this model"
@@ -241,8 +241,8 @@ def strategy_names() -> list[str]:
 
 
 def loss_names() -> list[str]:
-    """Loss names (core/losses.py), read from the source."""
-    return _registered_names("losses.py", "register_loss", "core.losses", "LOSSES")
+    """Loss names (core/training/losses.py), read from the source."""
+    return _registered_names("training/losses.py", "register_loss", "core.training.losses", "LOSSES")
 
 
 def _registered_names(where: str, decorator: str, module: str, registry: str) -> list[str]:
@@ -250,9 +250,9 @@ def _registered_names(where: str, decorator: str, module: str, registry: str) ->
     when the module is already imported (tests/test_startup.py checks both agree)."""
     import sys
 
-    from .registry import declared_names
+    from core.config.registry import declared_names
 
-    path = Path(__file__).parent / where
+    path = Path(__file__).parents[1] / where
     files = sorted(path.glob("*.py")) if path.is_dir() else [path]
     loaded = sys.modules.get(module)
     extra = set(getattr(loaded, registry).names()) if loaded is not None and hasattr(loaded, registry) else set()
@@ -294,7 +294,7 @@ def smallest_lr_scale_line(cfg: TrainConfig) -> Optional[str]:
     """What layer_decay means for this model: the earliest layers' share of the LR."""
     if cfg.mode != "full_finetune" or not cfg.layer_decay or cfg.layer_decay >= 1.0:
         return None
-    from .model_names import layer_decay_depth
+    from core.models.names import layer_decay_depth
     timm_name = resolve_model_name(cfg.model)
     depth = layer_decay_depth(timm_name)
     if depth is None:

@@ -11,7 +11,7 @@ import stat
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import runs
+from core.runs import folder as runs
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -31,7 +31,7 @@ def last_checkpoint(run_dir: Path) -> Path:
 
 def load_resume_state(run_dir: Path) -> dict[str, Any]:
     """last.pt's content, or ResumeError saying why it cannot be used (read-only: writes nothing)."""
-    from .checkpoint import load_checkpoint
+    from core.runs.checkpoint import load_checkpoint
 
     path = last_checkpoint(run_dir)
     where = f"retrain {Path(run_dir).name}: {path}"

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
-from .registry import Registry
+from core.config.registry import Registry
 
 LOSSES: Registry = Registry("loss")
 register_loss = LOSSES.register
