@@ -13,7 +13,7 @@ def evaluate_rank(rank: int, world: int, port: int, flags: dict, out_dir: str) -
     import torch
 
     torch.set_num_threads(1)
-    import core.training.trainer as engine
+    import core.training.validation as engine  # validation scores the val split
     from core.training.trainer import Trainer
     from core.config.resolve import resolve_config
 

@@ -76,7 +76,7 @@ def test_gather_drops_the_padding_of_uneven_shards_across_two_gloo_ranks(tmp_pat
     import torch
     import torch.multiprocessing as mp
 
-    from core.training.metrics import classification_metrics
+    from core.training.val_metrics import classification_metrics
     from dist_workers import fixed_predictions, gather_rank
 
     ctx = mp.start_processes(gather_rank, args=(2, free_port(), str(tmp_path)), nprocs=2, join=False,
@@ -111,7 +111,7 @@ def test_two_ranks_gather_the_val_predictions_and_score_them_as_one_process(tmp_
     while not ctx.join(timeout=300):
         pass
 
-    import core.training.trainer as engine
+    import core.training.validation as engine  # validation scores the val split
     from core.training.trainer import Trainer
     from core.config.resolve import resolve_config
 
@@ -240,20 +240,16 @@ def test_sync_bn_converts_batchnorm_on_gpus_and_says_why_not_elsewhere(tiny_flag
     from torch import nn
 
     from core.training.distributed import DistContext
-    from core.training.trainer import Trainer
-    from core.config.resolve import resolve_config
+    from core.training.components import convert_sync_bn
 
-    trainer = Trainer(resolve_config({**tiny_flags, "sync_bn": True}, vram_gib=None))
-    trainer.model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4))
-    trainer.dist = DistContext(rank=0, world_size=2)
-    trainer.device = torch.device("cuda", 0)  # conversion only: nothing runs on the device
-    trainer._convert_sync_bn()
-    assert isinstance(trainer.model[1], nn.SyncBatchNorm)
-    trainer.model = nn.Sequential(nn.BatchNorm2d(4))
-    trainer.device = torch.device("cpu")
-    trainer._convert_sync_bn()
-    assert type(trainer.model[0]) is nn.BatchNorm2d
-    assert any("SyncBatchNorm needs CUDA" in w for w in trainer.setup_warnings)
+    warnings: list[str] = []
+    two_ranks = DistContext(rank=0, world_size=2)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4))  # conversion only: nothing runs on the device
+    model = convert_sync_bn(model, True, two_ranks, torch.device("cuda", 0), warnings)
+    assert isinstance(model[1], nn.SyncBatchNorm)
+    model = convert_sync_bn(nn.Sequential(nn.BatchNorm2d(4)), True, two_ranks, torch.device("cpu"), warnings)
+    assert type(model[0]) is nn.BatchNorm2d
+    assert any("SyncBatchNorm needs CUDA" in w for w in warnings)
 
 
 def test_resume_with_another_process_count_is_refused_with_the_count(tiny_flags, one_torch_thread):

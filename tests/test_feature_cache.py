@@ -8,6 +8,7 @@ import torch
 
 from core.data.base import ArrayTable
 from core.training.trainer import Trainer
+from core.training.validation import Validator
 from core.models.feature_cache import FeatureCache, FeatureKey, pixels_digest, weights_digest
 from core.config.resolve import resolve_config
 from core.runs.folder import read_metrics
@@ -46,7 +47,7 @@ def test_a_later_run_with_the_same_key_reads_the_cache(tiny_flags, monkeypatch):
     def backbone_must_not_run(*args, **kwargs):
         raise AssertionError("features were recomputed although the cache had them")
 
-    monkeypatch.setattr(Trainer, "_extract_features", backbone_must_not_run)
+    monkeypatch.setattr(Validator, "extract_features", backbone_must_not_run)
     _, second, records = fit(probe_flags(tiny_flags, run_name="second"))
     assert [(r["split"], r["hit"]) for r in records] == [("train", True), ("val", True)]
     assert second["val_auroc"] == pytest.approx(first["val_auroc"], abs=1e-6)

@@ -107,7 +107,7 @@ def test_illegal_memory_access_is_not_retried(tiny_flags):
 def test_oom_in_optimizer_step_with_fp16_scaler_keeps_the_update(tiny_flags, monkeypatch):
     """fp16 runs use a GradScaler. Simulated on CPU with an enabled CPU GradScaler and a model
     with LayerNorm only and no drop path, so micro-batch halving alone does not change the update."""
-    import core.training.trainer as engine
+    import core.training.components as engine
 
     real_scaler = torch.amp.GradScaler
     monkeypatch.setattr(engine.torch.amp, "GradScaler",

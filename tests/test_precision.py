@@ -38,7 +38,7 @@ def test_explicit_choice_cpu_and_off(gpu):
 def test_engine_and_probe_use_the_same_rule():
     import inspect
 
-    from core.training import trainer as engine
+    from core.training import components as engine
     from core.hardware import probe_bench
 
     for module in (engine, probe_bench):

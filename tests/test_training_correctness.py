@@ -62,9 +62,9 @@ def trainer_with_nan_loss(flags, bad, **kwargs) -> Trainer:
     """A Trainer whose loss turns NaN where `bad(trainer)` says, installed by the fault hook (first step)."""
     trainer: Trainer
 
-    def hook(global_step, n):
-        if not isinstance(trainer.criterion, NaNLoss):
-            trainer.criterion = NaNLoss(trainer.criterion, trainer, bad)
+    def hook(global_step, n):  # the optimizer step's loss (validation keeps the real one)
+        if not isinstance(trainer.stepper.criterion, NaNLoss):
+            trainer.stepper.criterion = NaNLoss(trainer.stepper.criterion, trainer, bad)
     trainer = Trainer(resolve_config(flags, vram_gib=None), fault_hook=hook, **kwargs)
     return trainer
 

@@ -5,7 +5,6 @@ names, its input size and normalisation are read one way only.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -19,6 +18,7 @@ from core.runs.checkpoint import load_checkpoint
 from core.config import TrainConfig, load_yaml_file
 from core.models.pretrained import strip_wrapper_prefixes
 from core.models.build import Classifier, build_model, model_family, resolve_model_name
+from core.training.precision import autocast
 
 CHECKPOINTS = ("best", "last")
 RUN_PREFIXES = ("_orig_mod.", "module.")
@@ -189,14 +189,6 @@ def load_run_model(run_dir: Path, checkpoint: str = "best", device: str | torch.
 def to_probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
     logits = logits.float()
     return torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1)
-
-
-def autocast(device: torch.device, amp_dtype: Optional[torch.dtype]):
-    """The precision validation ran the model at (core.training.precision.autocast_dtype of the run's config), so
-    eval, predict and end-of-training scoring give validation's numbers on the same weights."""
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
 @torch.no_grad()

@@ -6,6 +6,8 @@ T4/V100, which is slow there, so those cards get fp16 with a GradScaler instead.
 """
 from __future__ import annotations
 
+import contextlib
+
 from typing import Optional
 
 import torch
@@ -30,3 +32,11 @@ def autocast_dtype(mixed_precision: bool, amp_dtype: str, device: torch.device) 
     if amp_dtype == "bf16":
         return torch.bfloat16
     return torch.bfloat16 if native_bf16(device) else torch.float16
+
+
+def autocast(device: torch.device, amp_dtype: Optional[torch.dtype]):
+    """The forward's precision context: autocast to amp_dtype, or nothing (fp32). Training, validation
+    and test scoring all enter it the same way, so their numbers come from the same precision."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-import core.training.trainer as engine_module
+import core.training.components as engine_module  # where the run's components are built
 from core.training.trainer import Trainer
 from core.config.resolve import resolve_config
 from core.runs.resume import ResumeError

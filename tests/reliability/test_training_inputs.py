@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-import core.training.trainer as engine_module
+import core.training.components as engine_module  # where the run's components are built
 from core.config import NUMERIC_FIELDS, UPPER_BOUNDS, ConfigError, TrainConfig
 from core.models.pretrained import hub_weights, seed_hub_cache
 from core.config.resolve import resolve_config
