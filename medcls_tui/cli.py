@@ -57,7 +57,7 @@ def main_callback(ctx: typer.Context,
         except PretrainedError as err:
             fail(str(err), code=EXIT_CODE)
         raise typer.Exit(1 if summary.get("status") in ("failed", "diverged", "aborted") else 0)
-    from .app_launcher import open_app
+    from .open_app import open_app
 
     typer.echo(open_app(output_dir, preset, mouse=not no_mouse))  # where the runs are, once the screen is gone
 
@@ -253,7 +253,7 @@ def train(**kwargs: Any) -> None:
     if gpus is not None and gpus > 1 and env_world()[1] == 1:
         raise typer.Exit(_launch(gpus, resolved, flags, extras))
     from core.data.base import DataError
-    from core.config.data_check import check_data_location
+    from core.data.location_check import check_data_location
     from core.models.pretrained import EXIT_CODE as PRETRAINED_EXIT
     from core.models.pretrained import PretrainedError
     from core.runs.resume import ResumeError
@@ -277,7 +277,7 @@ def train(**kwargs: Any) -> None:
 
 def _launch(gpus: int, resolved, flags: dict, extras: dict) -> int:
     """--gpus N: the same command through torch.distributed.run, N ranks on this machine."""
-    from core.config.data_check import check_data_location
+    from core.data.location_check import check_data_location
     from core.config import ConfigError
 
     from .launch import check_gpus, run_torchrun, train_argv
@@ -309,7 +309,7 @@ def presets_list() -> None:
 def presets_show(name: str = typer.Argument(..., help="Preset name or file.")) -> None:
     """A preset's file and the resolved config it gives, with the source of each value."""
     from core.config import ConfigError
-    from core.config.data_check import check_data_location
+    from core.data.location_check import check_data_location
     from core.config.presets import find_preset
     from core.config.resolve import format_config_table, resolve_config
 

@@ -152,7 +152,7 @@ class Resolution:
     resolved: Optional[ResolvedConfig]
     error: Optional[str] = None
     """The engine's one-line ConfigError, as the engine words it. With `resolved` set too, the config is
-    valid but its data cannot be found (core.config.data_check): values and tips show, training refuses."""
+    valid but its data cannot be found (core.data.location_check): values and tips show, training refuses."""
     internal: bool = False
     """`error` is a bug or a broken install (any exception but ConfigError), not the user's settings."""
 
@@ -202,7 +202,7 @@ def log_internal_error(err: BaseException) -> str:
 
 def data_problem(resolved: ResolvedConfig) -> Optional[str]:
     """Where the data should be but is not (the check `medcls train` runs before starting), or None."""
-    from core.config.data_check import check_data_location
+    from core.data.location_check import check_data_location
 
     try:
         check_data_location(resolved.config)

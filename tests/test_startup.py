@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from core.config import ConfigError, TrainConfig
-from core.config.data_check import check_data_location
+from core.data.location_check import check_data_location
 from core.config.resolve import resolve_config
 from medcls_tui.cli import app
 

@@ -7,7 +7,7 @@ from textual.widgets import Input, Select
 from typer.testing import CliRunner
 
 from core.config import ConfigError
-from core.config.data_check import check_data_location
+from core.data.location_check import check_data_location
 from core.config.presets import find_preset
 from core.config.resolve import resolve_config
 from medcls_tui import advice

@@ -2,7 +2,7 @@
 files, flags), and the checks made before any data is read.
 
 Owns: train_config (the schema), yaml_io, resolve (merge order), presets, tips / tips_doc (the spec's
-tables as data), data_check, registry. May import: core.events and the registries of core.data,
+tables as data), registry. May import: core.events, core.models.names and core.hardware.host (facts, no torch), and the registries of core.data,
 core.augment and core.training.losses (by name only, to list choices); never core.training's loop,
 core.runs or core.hardware. `from core.config import TrainConfig` is the stable import path.
 """

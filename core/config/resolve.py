@@ -186,7 +186,7 @@ def _check_combinations(cfg: TrainConfig, sources: dict[str, str], family: str, 
         )
     if cfg.multi_label is False and cfg.dataset == "nih":
         raise ConfigError("multi_label: NIH ChestX-ray14 is multi-label (14 findings); drop --no_multi_label")
-    # Where the data is (data_dir, csv) is checked before training by core.config.data_check, not here:
+    # Where the data is (data_dir, csv) is checked before training by core.data.location_check, not here:
     # showing and resolving a preset must not need the data on disk.
     if cfg.pretrained_path and not Path(cfg.pretrained_path).expanduser().exists():
         raise ConfigError(f"pretrained_path: file not found: {cfg.pretrained_path} (a .pth/.bin/.safetensors file "

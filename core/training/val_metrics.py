@@ -1,16 +1,17 @@
-"""Validation metrics through torchmetrics: loss, AUROC (macro + per class), accuracy (single-label)."""
+"""Validation metrics: loss, AUROC (macro + per class), accuracy (single-label).
+
+AUROC comes from core/evaluation/metrics.py, the implementation test scoring and `medcls eval` use,
+on the same probabilities (sigmoid / softmax of float32 logits): a run's val AUROC and the number
+`medcls eval --split val` prints for the same weights are one computation.
+"""
 from __future__ import annotations
 
 import math
-import warnings
 
+import numpy as np
 import torch
-from torchmetrics.functional.classification import (
-    binary_auroc,
-    multiclass_accuracy,
-    multiclass_auroc,
-    multilabel_auroc,
-)
+
+from core.evaluation.metrics import auroc, one_hot
 
 
 def _finite_or_nan(x: torch.Tensor) -> float:
@@ -46,21 +47,16 @@ def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, classes:
     n_classes = len(classes)
     out: dict = {}
     t = targets.long()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if multi_label:
-            per_class = multilabel_auroc(torch.sigmoid(logits), t, num_labels=n_classes, average="none")
-            positives = t.sum(dim=0).tolist()
-        elif n_classes == 2:
-            probs = torch.softmax(logits, dim=-1)[:, 1]
-            auc = binary_auroc(probs, t) if t.min() != t.max() else torch.tensor(float("nan"))
-            per_class = torch.stack([auc, auc])
-            positives = torch.bincount(t, minlength=2).tolist()
-            out["val_acc"] = float(multiclass_accuracy(logits.argmax(-1), t, num_classes=2, average="micro"))
-        else:
-            per_class = multiclass_auroc(torch.softmax(logits, dim=-1), t, num_classes=n_classes, average="none")
-            positives = torch.bincount(t, minlength=n_classes).tolist()
-            out["val_acc"] = float(multiclass_accuracy(logits.argmax(-1), t, num_classes=n_classes, average="micro"))
+    probs = (torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1)).double().numpy()
+    truth = t.numpy()
+    labels = one_hot(truth, n_classes, multi_label)
+    per_class = [auroc(probs[:, c], labels[:, c]) for c in range(n_classes)]
+    per_class = [float("nan") if v is None else v for v in per_class]
+    if multi_label:
+        positives = labels.sum(axis=0).tolist()
+    else:
+        positives = np.bincount(truth, minlength=n_classes).tolist()
+        out["val_acc"] = float((probs.argmax(-1) == truth).mean()) if len(truth) else float("nan")
     excluded = unscorable_classes(classes, positives, len(t), multi_label)
     per = {name: (None if name in excluded else _finite_or_nan(per_class[i])) for i, name in enumerate(classes)}
     good = [v for v in per.values() if v is not None and math.isfinite(v)]
