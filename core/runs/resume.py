@@ -125,3 +125,18 @@ def restore_best_from_last(run_dir: Path, state: dict[str, Any]) -> bool:
         raise ResumeError(f"retrain {Path(run_dir).name}: {best} is missing or older than {LAST} (a kill between "
                           f"the two) and cannot be written again ({err.strerror or err})") from None
     return True
+
+
+def load_for_job(resume_dir: Path, world_size: int) -> dict:
+    """last.pt's content if a job of `world_size` processes can resume from it, else ResumeError
+    (nothing is written): the epoch's batches and position depend on the process count."""
+    state = load_resume_state(resume_dir)
+    trained_on = int(state.get("world_size", 1))
+    if trained_on != world_size:
+        raise ResumeError(
+            f"{resume_dir}: trained by {trained_on} process(es), resumed by {world_size}; the "
+            f"epoch's batches and position depend on it. Resume with the same count (--gpus {trained_on}, "
+            f"or torchrun --nproc_per_node {trained_on})" if trained_on > 1 else
+            f"{resume_dir}: trained in one process, resumed by {world_size}; the epoch's "
+            "batches and position depend on it. Resume it without --gpus / torchrun")
+    return state

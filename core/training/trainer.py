@@ -115,7 +115,8 @@ class Trainer:
         self.family = model_family(self.timm_name)
         # --retrain: last.pt is read and checked before any slow set-up (hub, data scan, model), so a run that
         # cannot resume says why in seconds. It restores every weight: no hub weights needed (or downloaded).
-        self._resume_state = self._read_resume_state() if self.resume_dir is not None else None
+        self._resume_state = (resume.load_for_job(self.resume_dir, self.dist.world_size)
+                              if self.resume_dir is not None else None)
         parts = build_components(self.resolved, self.timm_name, self.family, self.device, self.dist,
                                  self.on_event, resuming=self._resume_state is not None)
         self._use(parts)
@@ -169,19 +170,6 @@ class Trainer:
         made = self.recorder.open_new(self.cfg)  # rank 0 names, creates and locks it; the others learn its path
         self.run_dir = Path(self.dist.broadcast_object(str(made) if made else None))
         self.recorder.adopt(self.run_dir)
-
-    def _read_resume_state(self) -> dict:
-        """last.pt's content if this job can resume from it, else ResumeError (nothing is written)."""
-        state = resume.load_resume_state(self.resume_dir)
-        trained_on = int(state.get("world_size", 1))
-        if trained_on != self.dist.world_size:
-            raise resume.ResumeError(
-                f"{self.resume_dir}: trained by {trained_on} process(es), resumed by {self.dist.world_size}; the "
-                f"epoch's batches and position depend on it. Resume with the same count (--gpus {trained_on}, "
-                f"or torchrun --nproc_per_node {trained_on})" if trained_on > 1 else
-                f"{self.resume_dir}: trained in one process, resumed by {self.dist.world_size}; the epoch's "
-                "batches and position depend on it. Resume it without --gpus / torchrun")
-        return state
 
     def _open_resume_dir(self) -> None:
         """Lock, then restore the last.pt read in _setup; run_dir is set (so anything is written) only once it fits."""
