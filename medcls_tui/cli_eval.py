@@ -145,6 +145,10 @@ def _print_eval(report: dict, split: str, checkpoint: str) -> None:
         typer.echo(PARTIAL_NOTE)
     typer.echo(headline(report))
     typer.echo(decision_line(report))
+    from core.evaluation.shortcut_report import shortcut_lines
+
+    for line in shortcut_lines(report.get("shortcut")):
+        typer.echo(line)
     info = report["thresholds_info"]
     typer.echo(f"thresholds: {info['method']} on val ({info['checkpoint']} checkpoint); "
                "undefined = no positives (or no negatives) for that class in this split")
