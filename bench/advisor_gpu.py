@@ -28,12 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from core.advisor import probe_batch_size, read_hardware  # noqa: E402
+from core.hardware.advisor import probe_batch_size, read_hardware  # noqa: E402
 from core.config import TrainConfig  # noqa: E402
 from core.data.synthetic import SPLIT_FRACTIONS  # noqa: E402
-from core.engine import Trainer  # noqa: E402
+from core.training.trainer import Trainer  # noqa: E402
 from core.events import StepDone, TrainingWarning  # noqa: E402
-from core.resolve import resolve_config  # noqa: E402
+from core.config.resolve import resolve_config  # noqa: E402
 
 DEFAULT_MODELS = ("resnet50", "vit_base_patch16", "swin_base")
 

@@ -26,9 +26,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from core.engine import Trainer  # noqa: E402
+from core.training.trainer import Trainer  # noqa: E402
 from core.events import RunStarted, StepDone  # noqa: E402
-from core.resolve import resolve_config  # noqa: E402
+from core.config.resolve import resolve_config  # noqa: E402
 
 
 def flags(args, out: Path, compiled: bool) -> dict:

@@ -1,6 +1,6 @@
 """Data pipeline benchmark (issue 4): cached uint8 memmap loader vs decoding PNGs every epoch.
 
-Both loaders feed the same DataLoader with the same training transforms (core.transforms
+Both loaders feed the same DataLoader with the same training transforms (core.training.transforms
 standard_transform), so the difference is only where the pixels come from. By default the NIH
 fixture images are re-encoded at 1024x1024 (the size of the real NIH PNGs) with a little
 detector-like noise, so the decode cost resembles the real data; --native uses the 256 px
@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from core.data.cache import CachedTable, build_cache  # noqa: E402
 from core.data.decode import load_resized  # noqa: E402
-from core.transforms import standard_transform  # noqa: E402
+from core.training.transforms import standard_transform  # noqa: E402
 
 NIH_IMAGES = REPO.parent / "shared" / "fixtures" / "nih_chestxray14" / "images"
 

@@ -86,7 +86,7 @@ def child(args) -> None:
     import torch  # noqa: F401 - imported before the baseline, as in a real run
 
     from core.data import load_dataset
-    from core.resolve import resolve_config
+    from core.config.resolve import resolve_config
 
     cfg = resolve_config({"dataset": "csv", "data_dir": args.data, "csv": args.csv, "cache_dir": args.cache,
                           "img_size": args.img_size, "model": "resnet18"}, vram_gib=None).config

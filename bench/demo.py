@@ -11,8 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.engine import Trainer  # noqa: E402
-from core.resolve import resolve_config  # noqa: E402
+from core.training.trainer import Trainer  # noqa: E402
+from core.config.resolve import resolve_config  # noqa: E402
 
 
 def main() -> None:

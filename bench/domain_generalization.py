@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.data import register_dataset  # noqa: E402
 from core.data.base import ArrayTable, DatasetBundle  # noqa: E402
 from core.data.synthetic import MULTICLASS, SCANNERS, render_phantoms  # noqa: E402
-from core.engine import Trainer  # noqa: E402
+from core.training.trainer import Trainer  # noqa: E402
 from core.events import StepDone  # noqa: E402
-from core.resolve import resolve_config  # noqa: E402
+from core.config.resolve import resolve_config  # noqa: E402
 
 METHODS = {
     "ERM": {"augmentation": "standard"},
@@ -91,8 +91,8 @@ def step_cost(args, rounds: int = 5, steps: int = 10) -> dict[str, float]:
     """
     from core.augment import build_strategy
     from core.config import TrainConfig
-    from core.losses import SoftTargetCrossEntropy
-    from core.models import build_model
+    from core.training.losses import SoftTargetCrossEntropy
+    from core.models.build import build_model
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, generator=g)

@@ -5,7 +5,7 @@
 
 Same model, image size, batch, optimizer (AdamW, lr 1e-3, wd 0.05), AMP (bf16 autocast on CUDA, off
 on CPU) and the same synthetic images (the built-in phantoms, rendered once as uint8) on both sides:
-  medcls  core.engine.Trainer, one epoch of --steps (its loader, events, bookkeeping, channels_last
+  medcls  core.training.trainer.Trainer, one epoch of --steps (its loader, events, bookkeeping, channels_last
           for CNNs on CUDA by default);
   timm    timm.create_model, timm.optim.create_optimizer_v2, native torch.autocast, channels_last for
           CNNs, the batch normalised on the device (timm's prefetcher does the same), loss.backward,
@@ -33,10 +33,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from core.data import load_dataset  # noqa: E402
-from core.engine import Trainer  # noqa: E402
+from core.training.trainer import Trainer  # noqa: E402
 from core.events import StepDone  # noqa: E402
-from core.models import model_family  # noqa: E402
-from core.resolve import resolve_config  # noqa: E402
+from core.models.build import model_family  # noqa: E402
+from core.config.resolve import resolve_config  # noqa: E402
 
 
 def flags(args, model: str, out: Path) -> dict:

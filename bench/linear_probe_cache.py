@@ -32,9 +32,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from core.engine import Trainer  # noqa: E402
+from core.training.trainer import Trainer  # noqa: E402
 from core.events import EpochDone, RunStarted  # noqa: E402
-from core.resolve import resolve_config  # noqa: E402
+from core.config.resolve import resolve_config  # noqa: E402
 
 
 def nih_fixture(explicit: str | None) -> Path:

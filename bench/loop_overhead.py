@@ -1,4 +1,4 @@
-"""Loop overhead (issue 17.1): steps/s of `core.engine.Trainer` vs a minimal hand-written PyTorch loop.
+"""Loop overhead (issue 17.1): steps/s of `core.training.trainer.Trainer` vs a minimal hand-written PyTorch loop.
 
     uv run python bench/loop_overhead.py [--rounds 5] [--steps 30] [--model resnet18] [--img-size 32]
                                          [--batch 32] [--threads 1] [--device cpu] [--amp]
@@ -33,9 +33,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from core.data import load_dataset  # noqa: E402
-from core.engine import Trainer  # noqa: E402
+from core.training.trainer import Trainer  # noqa: E402
 from core.events import StepDone  # noqa: E402
-from core.resolve import resolve_config  # noqa: E402
+from core.config.resolve import resolve_config  # noqa: E402
 
 
 def flags(args, out: Path) -> dict:

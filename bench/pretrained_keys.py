@@ -4,7 +4,7 @@ No model hub is reachable here, so real hub weights cannot be downloaded. Instea
 fake Hugging Face hub cache is built in a temporary HF_HOME from the model's own state dict (timm's
 full ImageNet model, classifier included, every float tensor replaced by known random values), stored
 as the hub stores it (models--timm--<tag>/snapshots/<rev>/model.safetensors + refs/main, at the
-pretrained_cfg's hf_hub_id). Then `core.models.build_model(..., pretrained=True)` loads it with
+pretrained_cfg's hf_hub_id). Then `core.models.build.build_model(..., pretrained=True)` loads it with
 HF_HUB_OFFLINE=1 and the script counts the backbone tensors equal to the saved ones.
 
     uv run python bench/pretrained_keys.py                      # the six families of the spec
@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from core.models import build_model, model_family, resolve_model_name  # noqa: E402
-from core.pretrained import hub_cache_dir, hub_weights, seed_hub_cache  # noqa: E402
+from core.models.build import build_model, model_family, resolve_model_name  # noqa: E402
+from core.models.pretrained import hub_cache_dir, hub_weights, seed_hub_cache  # noqa: E402
 
 FAMILIES = {"resnet": "resnet50", "vit": "vit_small_patch16", "swin": "swin_base", "convnext": "ConvNeXt",
             "mobilenet": "mobilenetv3_small", "efficientnet": "efficientnet_b0"}

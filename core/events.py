@@ -114,7 +114,7 @@ class StatusChanged(Event):
 
 @dataclass(frozen=True)
 class SystemStats(Event):
-    """The machine as the run uses it (core/sysmon.py): a live sample every ~1.5 s (scope "live",
+    """The machine as the run uses it (core/hardware/system_stats.py): a live sample every ~1.5 s (scope "live",
     not logged) and one per epoch over its training steps (scope "epoch", in metrics.jsonl)."""
 
     epoch: int

@@ -1,6 +1,6 @@
-"""The advisor's data for the UI: thin calls into core/advisor.py, plus the lines the screen prints.
+"""The advisor's data for the UI: thin calls into core/hardware/advisor.py, plus the lines the screen prints.
 
-Imports are deferred to the calls: core.advisor pulls in torch, and the app should draw its first
+Imports are deferred to the calls: core.hardware.advisor pulls in torch, and the app should draw its first
 screen before that is loaded.
 """
 from __future__ import annotations
@@ -9,16 +9,16 @@ from typing import Any, Optional
 
 
 def read_hardware() -> Any:
-    """Every GPU (NVML, else torch) and the CPU's RAM: core.gpu_memory.read_hardware()."""
-    from core.gpu_memory import read_hardware as read  # core.advisor would import torch
+    """Every GPU (NVML, else torch) and the CPU's RAM: core.hardware.gpu_memory.read_hardware()."""
+    from core.hardware.gpu_memory import read_hardware as read  # core.hardware.advisor would import torch
 
     return read()
 
 
 def training_vram_gib(hardware: Any, device: str = "auto") -> Optional[float]:
     """Card size (GB class) of the GPU a run would use, as the tips' batch table reads it; None = CPU."""
-    from core.gpu_memory import training_gpu
-    from core.hardware import nominal_gib
+    from core.hardware.gpu_memory import training_gpu
+    from core.hardware.host import nominal_gib
 
     gpu = training_gpu(hardware, device)
     return None if gpu is None else nominal_gib(float(gpu.total_gib))
@@ -26,15 +26,15 @@ def training_vram_gib(hardware: Any, device: str = "auto") -> Optional[float]:
 
 def table_advice(config: Any, hardware: Any) -> Any:
     """Batch range, suggested batch and accumulation for config's model/mode/img size on this hardware."""
-    from core.advisor import table_advice as advise
+    from core.hardware.advisor import table_advice as advise
 
     return advise(config.model, config.mode, config.img_size, config.mixed_precision, hardware=hardware,
                   device=config.device, grad_checkpointing=bool(config.grad_checkpointing))
 
 
 def run_probe(config: Any, time_budget_s: float = 60.0) -> Any:
-    """The measured probe: real training steps at growing batch sizes (core.advisor.probe_batch_size)."""
-    from core.advisor import probe_batch_size
+    """The measured probe: real training steps at growing batch sizes (core.hardware.advisor.probe_batch_size)."""
+    from core.hardware.advisor import probe_batch_size
 
     return probe_batch_size(config, time_budget_s=time_budget_s)
 

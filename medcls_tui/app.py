@@ -38,7 +38,7 @@ class RunSession:
         self.buffer = EventBuffer()
         self.state = RunState()
         if resume_dir is not None:
-            from core.runs import read_metrics
+            from core.runs.folder import read_metrics
 
             self.state = RunState.for_resume(read_metrics(Path(resume_dir)))
         self.worker: Optional[Worker] = None
@@ -71,7 +71,7 @@ class MedclsApp(App):
         self.output_dir = str(output_dir)
         self.settings = settings or AppSettings()
         self.hardware = hardware
-        """core.advisor HardwareInfo; read in a worker when None."""
+        """core.hardware.advisor HardwareInfo; read in a worker when None."""
         self.trainer_factory = trainer_factory
         self._presets = presets
         self.initial_preset = initial_preset
@@ -187,7 +187,7 @@ class MedclsApp(App):
             screen.engine_loaded()
 
     def list_presets(self) -> list:
-        from core.presets import list_presets
+        from core.config.presets import list_presets
 
         return (self._presets or list_presets)()
 
@@ -237,7 +237,7 @@ class MedclsApp(App):
     def _train(self, session: RunSession) -> dict:
         factory = self.trainer_factory
         if factory is None:
-            from core.engine import Trainer as factory  # noqa: N813
+            from core.training.trainer import Trainer as factory  # noqa: N813
         trainer = factory(session.resolved, on_event=session.buffer, control=session.control,
                           resume_dir=session.resume_dir)
         with training_switch_interval():
@@ -313,7 +313,7 @@ class MedclsApp(App):
 
     def farewell(self) -> str:
         """Printed in the shell after the app closes: where the runs are, and how the last one ended."""
-        from core.runs import list_runs
+        from core.runs.folder import list_runs
 
         from .screens.runs import can_resume
         from .shell_command import command
@@ -359,7 +359,7 @@ class MedclsApp(App):
         is the new total for extending a finished run (`--retrain RUN --epochs N`)."""
         from core.config import ConfigError
 
-        from .cli import resolve_from_cli
+        from .run_config import resolve_from_cli
 
         flags: dict[str, Any] = {"output_dir": self.output_dir}
         if epochs is not None:

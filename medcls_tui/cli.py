@@ -13,6 +13,7 @@ import typer
 from .cli_advise import advise
 from .cli_data import data_app, prepare_command
 from .cli_eval import register as register_eval_commands
+from .run_config import resolve_from_cli
 from .train_options import split_kwargs, with_train_options
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
@@ -49,53 +50,16 @@ def main_callback(ctx: typer.Context,
             resolved, _ = resolve_from_cli({"output_dir": output_dir}, {"preset": preset})
         except ConfigError as err:
             fail(str(err))
-        from core.pretrained import EXIT_CODE, PretrainedError
+        from core.models.pretrained import EXIT_CODE, PretrainedError
 
         try:
             summary = run_training(resolved)
         except PretrainedError as err:
             fail(str(err), code=EXIT_CODE)
         raise typer.Exit(1 if summary.get("status") in ("failed", "diverged", "aborted") else 0)
-    from .app import MedclsApp
+    from .open_app import open_app
 
-    medcls_app = MedclsApp(output_dir=output_dir, initial_preset=preset)
-    medcls_app.run(mouse=not no_mouse)
-    typer.echo(medcls_app.farewell())  # the shell shows where the runs are once the screen is gone
-
-
-def resolve_from_cli(flags: dict[str, Any], extras: dict[str, Any]):
-    """Flags + preset/config/retrain -> (ResolvedConfig, resume_dir or None). ConfigError on bad input."""
-    from core.config import ConfigError, load_yaml_file
-    from core.resolve import resolve_config
-    from core.runs import RunError, check_output_dir, find_run_dir
-
-    resume_dir = None
-    base = None
-    if extras.get("retrain"):
-        try:
-            resume_dir = find_run_dir(extras["retrain"], flags.get("output_dir", "runs"))
-        except RunError as err:
-            raise ConfigError(str(err)) from None
-        from core.runlock import RunLockedError, check_not_locked
-
-        from core.distributed import env_is_main
-
-        try:
-            if env_is_main():  # in a torchrun job rank 0 takes the lock; the other ranks must not trip on it
-                check_not_locked(resume_dir)  # before any slow set-up: the second writer hears at once
-        except RunLockedError as err:
-            raise ConfigError(str(err)) from None
-        data = load_yaml_file(resume_dir / "config.yaml") or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{resume_dir / 'config.yaml'}: expected a YAML mapping of config keys, "
-                              f"got {type(data).__name__}")
-        base = {k: v for k, v in data.items() if k not in ("name", "description", "notes", "group", "tags")}
-    resolved = resolve_config(flags, preset=extras.get("preset"), config_file=extras.get("config_file"), base=base)
-    try:
-        check_output_dir(resolved.config.output_dir)
-    except RunError as err:
-        raise ConfigError(str(err)) from None
-    return resolved, resume_dir
+    typer.echo(open_app(output_dir, preset, mouse=not no_mouse))  # where the runs are, once the screen is gone
 
 
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
@@ -187,12 +151,12 @@ def run_training(resolved, resume_dir=None, reporter=None) -> dict:
     First SIGINT/SIGTERM/SIGHUP: stop after the current step with a checkpoint and `status: stopped`.
     A second one: write `status: aborted` to summary.json and exit at once (code 130).
     """
-    from core.engine import Trainer
+    from core.training.trainer import Trainer
     from core.events import Control
 
     from .reporter import ConsoleReporter
 
-    from core.distributed import env_is_main, env_world
+    from core.training.distributed import env_is_main, env_world
 
     control = Control()
     if not env_is_main():
@@ -271,7 +235,7 @@ def _abort(trainer, sink) -> None:
 def train(**kwargs: Any) -> None:
     """Train (headless). Every flag of spec/TRAINING_TIPS.md works; unset values come from the tips."""
     from core.config import ConfigError
-    from core.resolve import format_config_table
+    from core.config.resolve import format_config_table
 
     flags, extras = split_kwargs(kwargs)
     gpus = extras.pop("gpus", None)
@@ -279,7 +243,7 @@ def train(**kwargs: Any) -> None:
         resolved, resume_dir = resolve_from_cli(flags, extras)
     except ConfigError as err:
         fail(str(err))
-    from core.distributed import env_world
+    from core.training.distributed import env_world
 
     world = gpus or env_world()[1]
     if extras.get("print_config"):
@@ -289,11 +253,11 @@ def train(**kwargs: Any) -> None:
     if gpus is not None and gpus > 1 and env_world()[1] == 1:
         raise typer.Exit(_launch(gpus, resolved, flags, extras))
     from core.data.base import DataError
-    from core.data_check import check_data_location
-    from core.pretrained import EXIT_CODE as PRETRAINED_EXIT
-    from core.pretrained import PretrainedError
-    from core.resume import ResumeError
-    from core.runlock import RunLockedError
+    from core.data.location_check import check_data_location
+    from core.models.pretrained import EXIT_CODE as PRETRAINED_EXIT
+    from core.models.pretrained import PretrainedError
+    from core.runs.resume import ResumeError
+    from core.runs.lock import RunLockedError
 
     try:
         check_data_location(resolved.config)
@@ -313,7 +277,7 @@ def train(**kwargs: Any) -> None:
 
 def _launch(gpus: int, resolved, flags: dict, extras: dict) -> int:
     """--gpus N: the same command through torch.distributed.run, N ranks on this machine."""
-    from core.data_check import check_data_location
+    from core.data.location_check import check_data_location
     from core.config import ConfigError
 
     from .launch import check_gpus, run_torchrun, train_argv
@@ -333,7 +297,7 @@ def _launch(gpus: int, resolved, flags: dict, extras: dict) -> int:
 @presets_app.command("list")
 def presets_list() -> None:
     """Built-in and user presets, grouped."""
-    from core.presets import list_presets
+    from core.config.presets import list_presets
 
     for info in sorted(list_presets(include_broken=True), key=lambda i: (i.group, i.name)):
         origin = "built-in" if info.builtin else str(info.path)
@@ -345,9 +309,9 @@ def presets_list() -> None:
 def presets_show(name: str = typer.Argument(..., help="Preset name or file.")) -> None:
     """A preset's file and the resolved config it gives, with the source of each value."""
     from core.config import ConfigError
-    from core.data_check import check_data_location
-    from core.presets import find_preset
-    from core.resolve import format_config_table, resolve_config
+    from core.data.location_check import check_data_location
+    from core.config.presets import find_preset
+    from core.config.resolve import format_config_table, resolve_config
 
     try:
         info = find_preset(name)
@@ -371,7 +335,7 @@ def runs_list(output_dir: Optional[str] = typer.Option(None, "--output_dir",
     """Past runs, newest started first: name, status, best metric, epochs, model, start time."""
     from pathlib import Path
 
-    from core.runs import list_runs
+    from core.runs.folder import list_runs
 
     folder = Path(output_dir or "runs").expanduser()
     if not folder.is_dir():

@@ -1,6 +1,6 @@
 """`medcls advise`: GPU memory, the tips' batch for it, and optionally the measured probe.
 
-Mounted by cli.py as `app.command("advise")(advise)`. The numbers come from core.advisor, the
+Mounted by cli.py as `app.command("advise")(advise)`. The numbers come from core.hardware.advisor, the
 same functions the TUI's advisor panel uses; this module only words and prints them.
 """
 from __future__ import annotations
@@ -11,14 +11,14 @@ from typing import Any, Optional
 
 import typer
 
-from core.advice_table import REFERENCE_IMG
+from core.hardware.advice_table import REFERENCE_IMG
 
 
 def build_config(model: str, mode: str, img_size: Optional[int], mixed_precision: bool, grad_checkpointing: bool,
                  augmentation: Optional[str], dataset: str, device: str):
     """A TrainConfig for the advisor. No data is read, so data_dir & co. are not needed here."""
     from core.config import TrainConfig
-    from core.model_names import resolve_model_name
+    from core.models.names import resolve_model_name
 
     resolve_model_name(model)  # unknown names fail with the list of aliases
     return TrainConfig(model=model, mode=mode, img_size=img_size or REFERENCE_IMG, mixed_precision=mixed_precision,
@@ -28,7 +28,7 @@ def build_config(model: str, mode: str, img_size: Optional[int], mixed_precision
 
 def advice_report(config, probe_result: Any = None) -> dict:
     """Everything `advise` knows, as plain data (the --json output)."""
-    from core.advisor import read_hardware, table_advice
+    from core.hardware.advisor import read_hardware, table_advice
 
     hardware = read_hardware()
     table = table_advice(config.model, config.mode, config.img_size, config.mixed_precision, hardware=hardware,
@@ -46,7 +46,7 @@ def print_report(report: dict) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    from core import tips
+    from core.config import tips
 
     console = Console(highlight=False)
     hw, table, probe, cfg = report["hardware"], report["table"], report["probe"], report["config"]
@@ -116,7 +116,7 @@ def advise(
     from pydantic import ValidationError
 
     from core.config import _format_validation_error
-    from core.model_names import ModelNameError
+    from core.models.names import ModelNameError
 
     try:
         config = build_config(model, mode, img_size, mixed_precision, grad_checkpointing, augmentation, dataset,
@@ -129,7 +129,7 @@ def advise(
         raise typer.Exit(2)
     result = None
     if probe:
-        from core.advisor import probe_batch_size
+        from core.hardware.advisor import probe_batch_size
 
         if not json_out:
             typer.echo(f"probing {config.model} (up to {time_budget:.0f} s)...", err=True)

@@ -33,7 +33,7 @@ def _expected_errors() -> Iterator[None]:
     from core.data import DataError
     from core.evaluation.run_model import RunModelError
     from core.evaluation.thresholds import ThresholdError
-    from core.models import ModelNameError
+    from core.models.build import ModelNameError
 
     try:
         yield
@@ -51,7 +51,7 @@ MAX_BOOTSTRAP = 10_000  # 95% CIs settle long before; a typo of 10**12 would oth
 def _check_eval_args(run: str, output_dir: str, split: str, checkpoint: str, data_dir: Optional[str],
                      thresholds: Optional[str], sensitivity: Optional[float], bootstrap: int, device: str) -> None:
     """Every eval argument checked in well under a second, before the model build and the dataset scan."""
-    from core.data_check import check_data_location
+    from core.data.location_check import check_data_location
     from core.evaluation.outputs import probe_folder
     from core.evaluation.run_model import checkpoint_path, find_run, read_run_config, resolve_device
     from core.evaluation.scoring import SPLITS

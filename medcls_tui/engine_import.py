@@ -16,10 +16,10 @@ ENGINE_LOCK = threading.RLock()
 
 
 def _import() -> None:
-    importlib.import_module("core.engine")
+    importlib.import_module("core.training.trainer")
 
 
 def import_engine() -> None:
-    """Import core.engine (and torch with it) under ENGINE_LOCK."""
+    """Import core.training.trainer (and torch with it) under ENGINE_LOCK."""
     with ENGINE_LOCK:
         _import()

@@ -1,6 +1,6 @@
 """`medcls train --gpus N`: the same run started through PyTorch's own launcher, torch.distributed.run
 (torchrun), with N processes on this machine. Nothing here trains: every rank runs `python -m
-medcls_tui train` with the same flags, and the engine (core/distributed.py) does the rest.
+medcls_tui train` with the same flags, and the engine (core/training/distributed.py) does the rest.
 
 The launcher runs in its own session, so a Ctrl-C reaches it once, through this process: the first
 signal is passed on as SIGTERM to every rank (torchrun's children), which stop together after the

@@ -1,8 +1,8 @@
 """Preset picker logic without Textual: grouping, the editable form, resolution, explanations, saving.
 
-Every value and every explanation comes from the engine: `core.resolve.resolve_config` (values,
-sources, tip reasons, config errors), `core.tips` tables (model and mode rows, dataset tips) and
-`core.presets` (listing and saving). Nothing here decides a training setting.
+Every value and every explanation comes from the engine: `core.config.resolve.resolve_config` (values,
+sources, tip reasons, config errors), `core.config.tips` tables (model and mode rows, dataset tips) and
+`core.config.presets` (listing and saving). Nothing here decides a training setting.
 """
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from core import tips
+from core.config import tips
 from core.config import FIELD_NAMES, ConfigError, ResolvedConfig, field_doc
-from core.presets import PresetInfo, save_preset
+from core.config.presets import PresetInfo, save_preset
 
 MAIN_FIELDS = ("dataset", "data_dir", "model", "mode", "pretrained", "img_size", "epochs", "batch_size", "lr",
                "augmentation", "early_stopping", "mixed_precision")
@@ -152,7 +152,7 @@ class Resolution:
     resolved: Optional[ResolvedConfig]
     error: Optional[str] = None
     """The engine's one-line ConfigError, as the engine words it. With `resolved` set too, the config is
-    valid but its data cannot be found (core.data_check): values and tips show, training refuses."""
+    valid but its data cannot be found (core.data.location_check): values and tips show, training refuses."""
     internal: bool = False
     """`error` is a bug or a broken install (any exception but ConfigError), not the user's settings."""
 
@@ -168,7 +168,7 @@ class Resolution:
 def resolve_form(form: FormModel, vram_gib: Optional[float] | str = "detect",
                  flags: Optional[dict[str, Any]] = None) -> Resolution:
     """The form through the engine's own resolution (preset layer + flags)."""
-    from core.resolve import resolve_config
+    from core.config.resolve import resolve_config
 
     preset = str(form.preset.path) if form.preset is not None else None
     try:
@@ -202,7 +202,7 @@ def log_internal_error(err: BaseException) -> str:
 
 def data_problem(resolved: ResolvedConfig) -> Optional[str]:
     """Where the data should be but is not (the check `medcls train` runs before starting), or None."""
-    from core.data_check import check_data_location
+    from core.data.location_check import check_data_location
 
     try:
         check_data_location(resolved.config)
@@ -238,7 +238,7 @@ class ExplainRow:
 
 def tips_only(resolved: ResolvedConfig, vram_gib: Optional[float] | str = "detect") -> Optional[ResolvedConfig]:
     """What the tips alone pick for the same model/mode/dataset (explains preset and user values)."""
-    from core.resolve import resolve_config
+    from core.config.resolve import resolve_config
 
     cfg = resolved.config
     flags = {k: getattr(cfg, k) for k in IDENTITY_KEYS if getattr(cfg, k) is not None}
@@ -259,7 +259,7 @@ def model_reason(model: str) -> str:
     if parts:
         return "; ".join(parts)
     try:
-        from core.model_names import model_family, resolve_model_name
+        from core.models.names import model_family, resolve_model_name
 
         family = model_family(resolve_model_name(model))
         label = tips.LR_TABLE.get(family, tips.LR_TABLE["cnn"])["label"]
@@ -312,7 +312,7 @@ def explain(resolved: ResolvedConfig, vram_gib: Optional[float] | str = "detect"
             else:
                 reason = f"tip would be {display_value(tip_value)}: {alt.reasons[key]}"
         if key == "mixed_precision" and vram_gib != "detect":
-            from core.advice_table import precision_text
+            from core.hardware.advice_table import precision_text
 
             reason = f"{precision_text(bool(value), vram_gib is not None)}: {field_doc(key).split(chr(10))[0]}"
         if not reason and key == "early_stopping":
@@ -352,7 +352,7 @@ def preset_name(name: str) -> str:
 
 def save_current(resolved: ResolvedConfig, name: str, description: str = "",
                  base: Optional[PresetInfo] = None) -> Path:
-    """Write the current settings as a preset YAML (validated by core.presets.save_preset)."""
+    """Write the current settings as a preset YAML (validated by core.config.presets.save_preset)."""
     if not name.strip():
         raise ConfigError("name: give the preset a name (or a path ending in .yaml)")
     notes = "Saved from the medcls app"

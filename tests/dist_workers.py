@@ -13,9 +13,9 @@ def evaluate_rank(rank: int, world: int, port: int, flags: dict, out_dir: str) -
     import torch
 
     torch.set_num_threads(1)
-    import core.engine as engine
-    from core.engine import Trainer
-    from core.resolve import resolve_config
+    import core.training.validation as engine  # validation scores the val split
+    from core.training.trainer import Trainer
+    from core.config.resolve import resolve_config
 
     scored = {}
     original = engine.classification_metrics
@@ -45,7 +45,7 @@ def gather_rank(rank: int, world: int, port: int, out_dir: str) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from core.distributed import DistContext, shard_sizes, val_shard
+    from core.training.distributed import DistContext, shard_sizes, val_shard
 
     dist = DistContext.from_env().init(torch.device("cpu"), timeout_minutes=10)
     try:

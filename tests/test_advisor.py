@@ -12,11 +12,14 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from core import advisor, batch_probe, gpu_memory, probe_bench
-from core.advice_table import Advice, model_advice, nominal_gib, table_advice
-from core.advisor import GpuInfo, HardwareInfo, ProbeResult, probe_batch_size, read_hardware
+from core.hardware import advisor
+from core.hardware import batch_probe
+from core.hardware import gpu_memory
+from core.hardware import probe_bench
+from core.hardware.advice_table import Advice, model_advice, nominal_gib, table_advice
+from core.hardware.advisor import GpuInfo, HardwareInfo, ProbeResult, probe_batch_size, read_hardware
 from core.config import TrainConfig
-from core.models import build_model
+from core.models.build import build_model
 from medcls_tui.cli_advise import advise
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -456,8 +459,8 @@ def test_advise_rejects_unknown_model(advise_app):
 # ------------------------------------------------------------------ train --batch_size auto
 def test_batch_size_auto_trains_at_the_probed_batch_without_side_effects(tiny_flags, monkeypatch):
     """The engine probes its own model: the run must equal one started with that batch by hand."""
-    from core.engine import Trainer
-    from core.resolve import resolve_config
+    from core.training.trainer import Trainer
+    from core.config.resolve import resolve_config
 
     calls = []
 
@@ -485,8 +488,8 @@ def test_batch_size_auto_trains_at_the_probed_batch_without_side_effects(tiny_fl
 
 
 def test_batch_size_auto_keeps_the_users_accumulation(tiny_flags, monkeypatch):
-    from core.engine import Trainer
-    from core.resolve import resolve_config
+    from core.training.trainer import Trainer
+    from core.config.resolve import resolve_config
 
     measured = ProbeResult(max_safe_batch=12, recommended_batch=8, grad_accum_steps=4, eval_batch_ok=True,
                            images_per_sec=None, peak_mem_gib=None, reasons=[], timed_out=False, model_advice=[])

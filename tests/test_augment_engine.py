@@ -5,10 +5,10 @@ import pytest
 import torch
 import yaml
 
-from core.checkpoint import load_checkpoint
-from core.engine import Trainer
+from core.runs.checkpoint import load_checkpoint
+from core.training.trainer import Trainer
 from core.events import Control, RunStarted, StepDone, TrainingWarning
-from core.resolve import resolve_config
+from core.config.resolve import resolve_config
 
 
 def run(flags, **kwargs):

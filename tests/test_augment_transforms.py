@@ -5,7 +5,7 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from core.transforms import PIXEL_AUGMENTED, build_train_transform, standard_transform
+from core.training.transforms import PIXEL_AUGMENTED, build_train_transform, standard_transform
 
 
 def _flatten(t):

@@ -19,8 +19,8 @@ from core.augment.xdomainmix import (
     split_channels,
     tau_at,
 )
-from core.losses import BCEWithPosWeight, SoftTargetCrossEntropy
-from core.models import build_model
+from core.training.losses import BCEWithPosWeight, SoftTargetCrossEntropy
+from core.models.build import build_model
 
 
 class TinyNet(nn.Module):

@@ -140,8 +140,8 @@ def test_presets_list_and_show():
 
 
 def test_every_builtin_preset_resolves():
-    from core.presets import list_presets
-    from core.resolve import resolve_config
+    from core.config.presets import list_presets
+    from core.config.resolve import resolve_config
 
     for info in list_presets():
         flags = {"data_dir": "/data"} if info.values.get("dataset") not in (None, "synthetic") else {}

@@ -5,9 +5,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from core.checkpoint import load_checkpoint
-from core.engine import Trainer
-from core.resolve import resolve_config
+from core.runs.checkpoint import load_checkpoint
+from core.training.trainer import Trainer
+from core.config.resolve import resolve_config
 from medcls_tui.cli import app
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

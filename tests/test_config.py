@@ -5,8 +5,8 @@ import pytest
 import yaml
 
 from core.config import ConfigError, TrainConfig
-from core.models import resolve_model_name
-from core.resolve import format_config_table, resolve_config
+from core.models.build import resolve_model_name
+from core.config.resolve import format_config_table, resolve_config
 
 
 def write(path, data):
@@ -124,7 +124,7 @@ def test_trainconfig_rejects_unknown_fields():
 @pytest.mark.parametrize("reported_gib, card_gib", [(15.0, 16), (22.5, 24), (7.6, 8)])
 def test_detected_gpu_is_read_as_its_card_class(monkeypatch, reported_gib, card_gib):
     """A '16 GB' T4 reports 15.0 GiB: the tips must use the 16 GB row, as the advisor does."""
-    import core.hardware as hardware
+    import core.hardware.host as hardware
 
     monkeypatch.setattr(hardware, "gpu_total_memory_gib", lambda device="auto": reported_gib)
     flags = {"dataset": "folder", "data_dir": "/x", "model": "vit_small_patch16", "mode": "full_finetune"}
@@ -136,8 +136,8 @@ def test_detected_gpu_is_read_as_its_card_class(monkeypatch, reported_gib, card_
 def test_layer_decay_default_gives_comparable_first_layer_scales():
     """Issue 12.5: 0.65 per level where the tips say so (12-block ViTs); deeper models get the decay
     that gives their earliest layers the same share of the LR, and --print-config shows that share."""
-    from core.models import layer_decay_depth
-    from core.resolve import format_config_table
+    from core.models.names import timm_layer_decay_depth as layer_decay_depth
+    from core.config.resolve import format_config_table
 
     reference = 0.65 ** 12
     vit = resolve_config({"model": "vit_small_patch16"}, vram_gib=None)
@@ -162,8 +162,8 @@ def test_layer_decay_on_a_cnn_is_a_warning_and_ignored():
 
 def test_known_layer_decay_depths_match_timms_grouping():
     """The light table used by --print-config agrees with timm's own grouping."""
-    from core.model_names import KNOWN_LAYER_DECAY_DEPTHS
-    from core.models import layer_decay_depth
+    from core.models.names import KNOWN_LAYER_DECAY_DEPTHS
+    from core.models.names import timm_layer_decay_depth as layer_decay_depth
 
     for name, depth in KNOWN_LAYER_DECAY_DEPTHS.items():
         assert layer_decay_depth(name) == depth, name

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from core.data import DataError, load_dataset
-from core.engine import Trainer
-from core.resolve import resolve_config
+from core.training.trainer import Trainer
+from core.config.resolve import resolve_config
 
 
 def make_folder(root, n_per_class=12, broken=True):

@@ -63,9 +63,9 @@ def test_concatenated_in_memory_tables_stay_in_memory():
 
 
 def test_training_with_a_held_out_domain_validates_on_it(tiny_flags):
-    from core.engine import Trainer
+    from core.training.trainer import Trainer
     from core.events import RunStarted
-    from core.resolve import resolve_config
+    from core.config.resolve import resolve_config
 
     events = []
     flags = {**tiny_flags, "model": "test_resnet", "epochs": 1, "holdout_domain": "scanner_B"}

@@ -85,8 +85,8 @@ def test_nih_16bit_png_is_stretched_into_the_cache(tmp_path):
 
 def test_nih_layout_trains_through_the_engine(tmp_path):
     """The data set reaches the model: one tiny multi-label epoch with BCE over the 14 findings."""
-    from core.engine import Trainer
-    from core.resolve import resolve_config
+    from core.training.trainer import Trainer
+    from core.config.resolve import resolve_config
 
     layout = write_nih(tmp_path / "nih", missing=0)
     flags = {"dataset": "nih", "data_dir": str(layout.root), "multi_label": True, "model": "resnet18",

@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 
 from conftest import REPO, TINY
 
-from core.distributed import shard_batches, shard_bounds, shard_sizes
-from core.loader import epoch_batches
+from core.training.distributed import shard_batches, shard_bounds, shard_sizes
+from core.training.loader import epoch_batches
 
 runner = CliRunner()
 
@@ -76,7 +76,7 @@ def test_gather_drops_the_padding_of_uneven_shards_across_two_gloo_ranks(tmp_pat
     import torch
     import torch.multiprocessing as mp
 
-    from core.metrics import classification_metrics
+    from core.training.val_metrics import classification_metrics
     from dist_workers import fixed_predictions, gather_rank
 
     ctx = mp.start_processes(gather_rank, args=(2, free_port(), str(tmp_path)), nprocs=2, join=False,
@@ -111,9 +111,9 @@ def test_two_ranks_gather_the_val_predictions_and_score_them_as_one_process(tmp_
     while not ctx.join(timeout=300):
         pass
 
-    import core.engine as engine
-    from core.engine import Trainer
-    from core.resolve import resolve_config
+    import core.training.validation as engine  # validation scores the val split
+    from core.training.trainer import Trainer
+    from core.config.resolve import resolve_config
 
     single = Trainer(resolve_config(flags, vram_gib=None))
     single._setup()
@@ -239,21 +239,17 @@ def test_sync_bn_converts_batchnorm_on_gpus_and_says_why_not_elsewhere(tiny_flag
     import torch
     from torch import nn
 
-    from core.distributed import DistContext
-    from core.engine import Trainer
-    from core.resolve import resolve_config
+    from core.training.distributed import DistContext
+    from core.training.components import convert_sync_bn
 
-    trainer = Trainer(resolve_config({**tiny_flags, "sync_bn": True}, vram_gib=None))
-    trainer.model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4))
-    trainer.dist = DistContext(rank=0, world_size=2)
-    trainer.device = torch.device("cuda", 0)  # conversion only: nothing runs on the device
-    trainer._convert_sync_bn()
-    assert isinstance(trainer.model[1], nn.SyncBatchNorm)
-    trainer.model = nn.Sequential(nn.BatchNorm2d(4))
-    trainer.device = torch.device("cpu")
-    trainer._convert_sync_bn()
-    assert type(trainer.model[0]) is nn.BatchNorm2d
-    assert any("SyncBatchNorm needs CUDA" in w for w in trainer.setup_warnings)
+    warnings: list[str] = []
+    two_ranks = DistContext(rank=0, world_size=2)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4))  # conversion only: nothing runs on the device
+    model = convert_sync_bn(model, True, two_ranks, torch.device("cuda", 0), warnings)
+    assert isinstance(model[1], nn.SyncBatchNorm)
+    model = convert_sync_bn(nn.Sequential(nn.BatchNorm2d(4)), True, two_ranks, torch.device("cpu"), warnings)
+    assert type(model[0]) is nn.BatchNorm2d
+    assert any("SyncBatchNorm needs CUDA" in w for w in warnings)
 
 
 def test_resume_with_another_process_count_is_refused_with_the_count(tiny_flags, one_torch_thread):
@@ -261,9 +257,9 @@ def test_resume_with_another_process_count_is_refused_with_the_count(tiny_flags,
     resumes only with 2, and the message says how."""
     import torch
 
-    from core.engine import Trainer
-    from core.resolve import resolve_config
-    from core.resume import ResumeError
+    from core.training.trainer import Trainer
+    from core.config.resolve import resolve_config
+    from core.runs.resume import ResumeError
 
     summary = Trainer(resolve_config({**tiny_flags, "epochs": 1, "max_steps_per_epoch": 1}, vram_gib=None)).fit()
     run = Path(tiny_flags["output_dir"]) / summary["run_name"]
@@ -408,8 +404,8 @@ def test_two_ranks_train_as_one_process_with_the_global_batch_and_rank_0_writes_
     steps = records(run, "Step")
     assert len(steps) == len({s["global_step"] for s in steps})  # one writer: each step logged once
 
-    from core.engine import Trainer
-    from core.resolve import resolve_config
+    from core.training.trainer import Trainer
+    from core.config.resolve import resolve_config
 
     flags = {"device": "cpu", "model": "test_vit", "img_size": 32, "synthetic_size": 160, "epochs": 2,
              "grad_accum_steps": ACCUM,
@@ -431,7 +427,7 @@ def test_a_killed_rank_ends_the_job_and_retrain_resumes_at_the_same_step(ddp_job
     """Rank 0 killed mid-epoch: the job ends (torchrun stops the other rank; no hang), rank 0's lock is
     gone, and `--retrain --gpus 2` restarts at the last checkpoint's step and then takes the steps the
     uninterrupted job took (same losses)."""
-    from core.runlock import is_locked, read_holder
+    from core.runs.lock import is_locked, read_holder
 
     assert ddp_job.wait() == 0, ddp_job.output()
     reference = step_losses(ddp_job.out / "ddp")

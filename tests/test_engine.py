@@ -8,12 +8,12 @@ import pytest
 import torch
 import yaml
 
-from core.checkpoint import load_checkpoint
-from core.engine import Trainer
+from core.runs.checkpoint import load_checkpoint
+from core.training.trainer import Trainer
 from core.events import (CheckpointSaved, Control, EarlyStopState, EpochDone, RunFinished, RunStarted,
                          StatusChanged, StepDone)
-from core.resolve import resolve_config
-from core.runs import list_runs, read_metrics
+from core.config.resolve import resolve_config
+from core.runs.folder import list_runs, read_metrics
 
 SUMMARY_KEYS = {"status", "epochs_completed", "best_epoch", "monitor", "best_value", "val_loss", "val_auroc",
                 "val_acc", "val_auroc_per_class"}

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from core.augment import BatchStrategy
-from core.engine import Trainer
+from core.training.trainer import Trainer
 from core.events import EpochDone, StepDone
-from core.resolve import resolve_config
+from core.config.resolve import resolve_config
 
 CORE_DIR = str(Path(__file__).resolve().parents[1] / "core")
 READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__")
@@ -87,7 +87,7 @@ def test_step_loss_and_train_accuracy_match_the_micro_batches(tiny_flags, monkey
     """Folding the sums into device tensors must keep the numbers: the step loss is the image-weighted
     mean of its micro-batch losses, train_acc the share of correct argmaxes over the epoch."""
     recorder = RecordingStrategy()
-    monkeypatch.setattr("core.engine.build_strategy", lambda *a, **k: recorder)
+    monkeypatch.setattr("core.training.components.build_strategy", lambda *a, **k: recorder)
     flags = {**tiny_flags, "epochs": 1, "max_steps_per_epoch": 2, "augmentation": "none",
              "batch_size": 6, "grad_accum_steps": 3}
     events = []

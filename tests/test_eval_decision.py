@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from core.engine import Trainer
+from core.training.trainer import Trainer
 from core.evaluation import thresholds as thr
 from core.evaluation.run_model import load_run_model
-from core.resolve import resolve_config
+from core.config.resolve import resolve_config
 from medcls_tui.cli import app
 
 from conftest import TINY

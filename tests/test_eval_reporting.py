@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from core.engine import Trainer
+from core.training.trainer import Trainer
 from core.evaluation import thresholds as thr
 from core.evaluation.metrics import BootstrapSettings, evaluate_probabilities
-from core.resolve import resolve_config
+from core.config.resolve import resolve_config
 from medcls_tui.cli import app
 
 from conftest import TINY
@@ -152,7 +152,7 @@ def test_end_of_training_scoring_stops_on_request_and_the_run_stays_finished(tmp
 
 
 def test_json_writers_never_share_a_temp_file(tmp_path):
-    from core.runs import write_json_atomic
+    from core.runs.folder import write_json_atomic
 
     target = tmp_path / "summary.json"
     errors: list[BaseException] = []
@@ -185,7 +185,7 @@ def test_grad_cam_refuses_token_layouts_it_does_not_know(name):
 
     from core.evaluation.explain import target_layer
     from core.evaluation.run_model import RunModel, RunModelError
-    from core.models import build_model, model_family
+    from core.models.build import build_model, model_family
 
     model = build_model(name, 2, "full_finetune", img_size=64).eval()
     rm = RunModel(run_dir=Path("."), config=SimpleNamespace(model=name), model=model, classes=["a", "b"],
@@ -196,7 +196,7 @@ def test_grad_cam_refuses_token_layouts_it_does_not_know(name):
 
 
 def test_wrapper_prefixes_are_stripped_in_any_order(tmp_path):
-    from core.pretrained import read_state_dict as load_state_file
+    from core.models.pretrained import read_state_dict as load_state_file
 
     t = torch.zeros(1)
     state = {"_orig_mod.module.backbone.a": t, "module._orig_mod.b": t, "module.module.c": t, "d": t}
@@ -247,14 +247,14 @@ def test_explain_feeds_the_model_the_pixels_predict_decodes(run, tmp_path):
 def test_eval_runs_the_model_at_validations_precision(tmp_path, monkeypatch, one_torch_thread):
     """Mixed precision (bf16 autocast, here forced on the CPU as CUDA gives it): `summary.json`'s
     val_auroc and `eval --split val --checkpoint last` agree, because eval autocasts as validation did."""
-    import core.engine
-    import core.precision
+    import core.training.components
+    import core.training.precision
 
     def bf16(mixed_precision, amp_dtype, device):
         return torch.bfloat16 if mixed_precision else None
 
-    monkeypatch.setattr(core.engine, "autocast_dtype", bf16)
-    monkeypatch.setattr(core.precision, "autocast_dtype", bf16)
+    monkeypatch.setattr(core.training.components, "autocast_dtype", bf16)
+    monkeypatch.setattr(core.training.precision, "autocast_dtype", bf16)
     trainer = Trainer(resolve_config({**TINY, "synthetic_task": "binary", "mixed_precision": True, "synthetic_size": 480,
                                       "output_dir": str(tmp_path)}, vram_gib=None))
     summary = trainer.fit()

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from core.engine import Trainer
+from core.training.trainer import Trainer
 from core.evaluation.run_model import load_run_model, predict_table
 from core.evaluation.thresholds import choose_thresholds, load_thresholds
-from core.resolve import resolve_config
+from core.config.resolve import resolve_config
 from medcls_tui.cli import app
 
 from conftest import TINY
@@ -236,7 +236,7 @@ def test_predict_cam_folder(finished, tmp_path):
 def test_grad_cam_target_layer_and_reshape_per_family(name):
     from core.evaluation.explain import cam_for, target_layer
     from core.evaluation.run_model import RunModel
-    from core.models import build_model, model_family
+    from core.models.build import build_model, model_family
 
     torch.manual_seed(0)
     model = build_model(name, 2, "full_finetune", img_size=64).eval()

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from core.data.base import ArrayTable
-from core.engine import Trainer
-from core.feature_cache import FeatureCache, FeatureKey, pixels_digest, weights_digest
-from core.resolve import resolve_config
-from core.runs import read_metrics
+from core.training.trainer import Trainer
+from core.training.validation import Validator
+from core.models.feature_cache import FeatureCache, FeatureKey, pixels_digest, weights_digest
+from core.config.resolve import resolve_config
+from core.runs.folder import read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -46,7 +47,7 @@ def test_a_later_run_with_the_same_key_reads_the_cache(tiny_flags, monkeypatch):
     def backbone_must_not_run(*args, **kwargs):
         raise AssertionError("features were recomputed although the cache had them")
 
-    monkeypatch.setattr(Trainer, "_extract_features", backbone_must_not_run)
+    monkeypatch.setattr(Validator, "extract_features", backbone_must_not_run)
     _, second, records = fit(probe_flags(tiny_flags, run_name="second"))
     assert [(r["split"], r["hit"]) for r in records] == [("train", True), ("val", True)]
     assert second["val_auroc"] == pytest.approx(first["val_auroc"], abs=1e-6)
@@ -71,7 +72,7 @@ def test_other_weights_or_pixels_miss_the_cache(tiny_flags, tmp_path):
 
 
 def test_feature_cache_off_runs_the_backbone_every_epoch(tiny_flags, monkeypatch):
-    from core.models import Classifier
+    from core.models.build import Classifier
 
     calls = []
     original = Classifier.features

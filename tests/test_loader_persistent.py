@@ -4,20 +4,20 @@ channels_last applied by the engine to the model and to every batch."""
 from __future__ import annotations
 
 import os
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from core.checkpoint import load_checkpoint
+from core.runs.checkpoint import load_checkpoint
 from core.data.base import ArrayTable
-from core.engine import Trainer
+from core.training.components import default_workers
+from core.training.trainer import Trainer
 from core.events import EpochDone, StepDone
-from core.hardware import usable_cores
-from core.loader import EpochBatchSampler, TableDataset
-from core.resolve import resolve_config
-from core.transforms import standard_transform
+from core.hardware.host import usable_cores
+from core.training.loader import EpochBatchSampler, TableDataset
+from core.config.resolve import resolve_config
+from core.training.transforms import standard_transform
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -36,7 +36,7 @@ def test_workers_persist_across_epochs_and_train_exactly_like_in_process_loading
         if isinstance(e, StepDone):
             seen["train"].add(worker_pids(holder[0]._train_loader))
         elif isinstance(e, EpochDone):
-            seen["val"].add(worker_pids(holder[0]._val_loader))
+            seen["val"].add(worker_pids(holder[0].validator.val_loader))
 
     holder.append(Trainer(resolve_config({**flags, "num_workers": 2}, vram_gib=None), on_event=on_event))
     with_workers = holder[0]
@@ -44,7 +44,7 @@ def test_workers_persist_across_epochs_and_train_exactly_like_in_process_loading
     # the same two processes served every step of all three epochs, and every validation
     assert len(seen["train"]) == 1 and len(next(iter(seen["train"]))) == 2
     assert len(seen["val"]) == 1 and len(next(iter(seen["val"]))) == 2
-    assert with_workers._train_loader is None and with_workers._val_loader is None
+    assert with_workers._train_loader is None and with_workers.validator.val_loader is None
     for pid in next(iter(seen["train"])) + next(iter(seen["val"])):  # released when fit() returns
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
@@ -78,8 +78,7 @@ def test_default_workers_follow_the_usable_cores(monkeypatch):
     array = ArrayTable(images=np.zeros((1, 4, 4), np.uint8), targets=np.zeros(1, np.int64), domains=np.zeros(1, np.int64))
 
     def workers(train, transform, device):
-        return Trainer._default_workers(SimpleNamespace(bundle=SimpleNamespace(train=train), transform=transform,
-                                                        device=device))
+        return default_workers(train, transform, device)
 
     assert workers(object(), None, cpu) == 4  # read from disk per image: workers, whatever the device
     assert workers(array, standard_transform(4), cuda) == 4  # augmentation on the host feeding a GPU

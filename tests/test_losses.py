@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.config import TrainConfig
-from core.losses import (
+from core.training.losses import (
     AsymmetricLoss,
     BCEWithPosWeight,
     SigmoidFocalLoss,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.models import (
+from core.models.build import (
     SEED_MODELS,
     build_model,
     build_optimizer,
@@ -12,7 +12,7 @@ from core.models import (
     param_groups,
     resolve_model_name,
 )
-from core.schedule import apply_lr, lr_factor
+from core.training.schedule import apply_lr, lr_factor
 
 SIZES = {"swin": 64}  # swin needs room for its 4 stages; others run at 32 px
 
@@ -69,7 +69,7 @@ def test_layer_decay_groups_get_scaled_lr_at_step():
     n_layers = len(model.backbone.blocks)  # embeddings at decay**n_blocks, final norm/head at scale 1
     assert scales[-1] == 1.0 and min(scales) == pytest.approx(0.5 ** n_layers)
     # the depth --print-config and the layer-decay tip use is the one the optimizer groups get
-    from core.models import layer_decay_depth
+    from core.models.names import timm_layer_decay_depth as layer_decay_depth
     assert min(scales) == pytest.approx(0.5 ** layer_decay_depth("vit_tiny_patch16_224"))
     for group in opt.param_groups:
         assert group["lr"] == pytest.approx(1e-3 * factor * group["lr_scale"])
@@ -94,7 +94,7 @@ def test_no_weight_decay_on_norms_biases_tokens():
 def test_pretrained_weights_load_from_local_file_only(tmp_path):
     from safetensors.torch import save_file
 
-    from core.pretrained import PretrainedError
+    from core.models.pretrained import PretrainedError
 
     source = build_model("resnet18", 2, "full_finetune", img_size=32)
     state = {f"module.{k}": v for k, v in source.backbone.state_dict().items()}

@@ -1,4 +1,4 @@
-"""Run-time OOM safety (core/engine.py): an out-of-memory error in a training step halves the
+"""Run-time OOM safety (core/training/trainer.py): an out-of-memory error in a training step halves the
 micro-batch, doubles accumulation (same effective batch), warns and continues; at micro-batch 1
 the run stops with a clear message. OOM is injected with Trainer(fault_hook=...)."""
 from __future__ import annotations
@@ -9,9 +9,9 @@ from collections import defaultdict
 import pytest
 import torch
 
-from core.engine import Trainer
+from core.training.trainer import Trainer
 from core.events import TrainingWarning
-from core.resolve import resolve_config
+from core.config.resolve import resolve_config
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -107,7 +107,7 @@ def test_illegal_memory_access_is_not_retried(tiny_flags):
 def test_oom_in_optimizer_step_with_fp16_scaler_keeps_the_update(tiny_flags, monkeypatch):
     """fp16 runs use a GradScaler. Simulated on CPU with an enabled CPU GradScaler and a model
     with LayerNorm only and no drop path, so micro-batch halving alone does not change the update."""
-    import core.engine as engine
+    import core.training.components as engine
 
     real_scaler = torch.amp.GradScaler
     monkeypatch.setattr(engine.torch.amp, "GradScaler",

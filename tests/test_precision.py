@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core import precision
-from core.precision import autocast_dtype
+from core.training import precision
+from core.training.precision import autocast_dtype
 
 CUDA = torch.device("cuda")
 
@@ -38,7 +38,8 @@ def test_explicit_choice_cpu_and_off(gpu):
 def test_engine_and_probe_use_the_same_rule():
     import inspect
 
-    from core import engine, probe_bench
+    from core.training import components as engine
+    from core.hardware import probe_bench
 
     for module in (engine, probe_bench):
         src = inspect.getsource(module)

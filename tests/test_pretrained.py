@@ -16,10 +16,10 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import REPO, TINY
-from core.engine import Trainer
+from core.training.trainer import Trainer
 from core.events import DataProgress
-from core.models import build_model
-from core.pretrained import (
+from core.models.build import build_model
+from core.models.pretrained import (
     PretrainedError,
     fetch_hub_weights,
     hub_cache_dir,
@@ -27,7 +27,7 @@ from core.pretrained import (
     load_local_weights,
     seed_hub_cache,
 )
-from core.resolve import format_config_table, resolve_config
+from core.config.resolve import format_config_table, resolve_config
 from medcls_tui.cli import app
 
 MODEL = "test_resnet"  # a real timm model with hub weights (timm/test_resnet.r160_in1k), 0.4M parameters

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from core.early_stopping import EarlyStopping
-from core.schedule import lr_factor
+from core.training.early_stopping import EarlyStopping
+from core.training.schedule import lr_factor
 
 
 def test_warmup_is_linear_then_cosine_to_floor():

@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from core.config import ConfigError, TrainConfig
-from core.data_check import check_data_location
-from core.resolve import resolve_config
+from core.data.location_check import check_data_location
+from core.config.resolve import resolve_config
 from medcls_tui.cli import app
 
 from conftest import REPO
@@ -59,18 +59,18 @@ def _env(tmp_path: Path) -> dict:
 
 def test_declared_names_match_the_imported_registries():
     """The names read from the source files are exactly what the registries hold once imported."""
-    from core import resolve
+    from core.config import resolve
     from core.augment import STRATEGIES, _import_all
     from core.data import DATASETS, _import_sources
-    from core.losses import LOSSES
-    from core.registry import declared_names
+    from core.training.losses import LOSSES
+    from core.config.registry import declared_names
 
     _import_all()
     _import_sources()
     aug = REPO / "core" / "augment"
     assert declared_names(sorted(aug.glob("*.py")), "register_strategy") == set(STRATEGIES.names())
     assert declared_names(sorted((REPO / "core" / "data").glob("*.py")), "register_dataset") == set(DATASETS.names())
-    assert declared_names([REPO / "core" / "losses.py"], "register_loss") == set(LOSSES.names())
+    assert declared_names([REPO / "core" / "training" / "losses.py"], "register_loss") == set(LOSSES.names())
     assert resolve.dataset_names() == DATASETS.names() and resolve.loss_names() == LOSSES.names()
     assert resolve.strategy_names() == STRATEGIES.names()
 
@@ -78,17 +78,17 @@ def test_declared_names_match_the_imported_registries():
 def test_timm_name_snapshot_is_timms_list_for_the_installed_version():
     import timm
 
-    from core.model_names import _read_snapshot
+    from core.models.names import _read_snapshot
 
     version, names = _read_snapshot()
     if version != timm.__version__:
         pytest.skip(f"snapshot is for timm {version}, installed {timm.__version__}: the live list is used "
-                    "(regenerate: uv run python -m core.model_names --write)")
+                    "(regenerate: uv run python -m core.models.names --write)")
     assert names == timm.list_models()
 
 
 def test_model_names_resolve_without_timm_and_suggest_close_names():
-    code = ("import sys; from core.model_names import resolve_model_name as r; "
+    code = ("import sys; from core.models.names import resolve_model_name as r; "
             "print(r('convnext'), r('resnet18'), r('EfficientNet_B0'), 'timm' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.stdout.split() == ["convnext_tiny", "resnet18", "efficientnet_b0", "False"], proc.stderr

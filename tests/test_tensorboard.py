@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from core.config import ConfigError
-from core.engine import Trainer
-from core.resolve import resolve_config
-from core.tensorboard_log import TB_DIR
+from core.training.trainer import Trainer
+from core.config.resolve import resolve_config
+from core.training.tensorboard_log import TB_DIR
 from medcls_tui.cli import app
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -74,7 +74,7 @@ def test_missing_extra_is_one_line_before_anything_is_written(tiny_flags, tmp_pa
 
 
 def test_a_failing_writer_warns_once_and_training_goes_on(tiny_flags, monkeypatch):
-    from core.tensorboard_log import TensorBoardLogger
+    from core.training.tensorboard_log import TensorBoardLogger
 
     def broken(self, e):
         raise OSError("No space left on device")

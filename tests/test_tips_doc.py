@@ -1,11 +1,12 @@
-"""docs/TIPS.md is generated from core/tips.py and must match it (MEDCLS_UPDATE_DOCS=1 rewrites it)."""
+"""docs/TIPS.md is generated from core/config/tips.py and must match it (MEDCLS_UPDATE_DOCS=1 rewrites it)."""
 from __future__ import annotations
 
 import os
 import re
 
-from core import tips, tips_doc
-from core.resolve import resolve_config
+from core.config import tips
+from core.config import tips_doc
+from core.config.resolve import resolve_config
 
 from conftest import REPO
 
@@ -17,7 +18,7 @@ def test_tips_doc_is_current():
     if os.environ.get("MEDCLS_UPDATE_DOCS"):
         DOC.write_text(text, encoding="utf-8")
     assert DOC.read_text(encoding="utf-8") == text, (
-        "docs/TIPS.md is out of date with core/tips.py: MEDCLS_UPDATE_DOCS=1 uv run pytest tests/test_tips_doc.py")
+        "docs/TIPS.md is out of date with core/config/tips.py: MEDCLS_UPDATE_DOCS=1 uv run pytest tests/test_tips_doc.py")
 
 
 def test_every_table_is_in_the_doc_with_its_values():

@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from core.checkpoint import load_checkpoint
-from core.engine import Trainer
+from core.runs.checkpoint import load_checkpoint
+from core.training.trainer import Trainer
 from core.events import EpochDone, TrainingWarning
-from core.resolve import resolve_config
-from core.runs import read_metrics, read_summary
+from core.config.resolve import resolve_config
+from core.runs.folder import read_metrics, read_summary
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -62,9 +62,9 @@ def trainer_with_nan_loss(flags, bad, **kwargs) -> Trainer:
     """A Trainer whose loss turns NaN where `bad(trainer)` says, installed by the fault hook (first step)."""
     trainer: Trainer
 
-    def hook(global_step, n):
-        if not isinstance(trainer.criterion, NaNLoss):
-            trainer.criterion = NaNLoss(trainer.criterion, trainer, bad)
+    def hook(global_step, n):  # the optimizer step's loss (validation keeps the real one)
+        if not isinstance(trainer.stepper.criterion, NaNLoss):
+            trainer.stepper.criterion = NaNLoss(trainer.stepper.criterion, trainer, bad)
     trainer = Trainer(resolve_config(flags, vram_gib=None), fault_hook=hook, **kwargs)
     return trainer
 

@@ -62,7 +62,7 @@ SECTIONS = [
     ("Advisor", "advisor",
      "GPU name, total and free memory (or CPU and RAM), the spec's batch-size range for that memory, "
      "and the suggested batch size and gradient accumulation for the chosen model, mode and image "
-     "size. `p` runs the measured probe (`core/advisor.py`) when the build has it; `u` copies the "
+     "size. `p` runs the measured probe (`core/hardware/advisor.py`) when the build has it; `u` copies the "
      "suggestion into the picker (no edit when the picker already has those values)."),
     ("Live training", "training",
      "The engine runs in a worker thread; the screen redraws a few times per second from a buffer of "

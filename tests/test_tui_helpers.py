@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import sys
 import threading
 import time
@@ -48,13 +49,13 @@ def write_preset(folder: Path, name: str = "tiny", **overrides) -> Path:
 
 
 def cpu_hardware():
-    from core.gpu_memory import HardwareInfo
+    from core.hardware.gpu_memory import HardwareInfo
 
     return HardwareInfo(gpus=[], cpu_ram_total_gib=16.0, cpu_ram_free_gib=9.5, source="cpu")
 
 
 def gpu_hardware():
-    from core.gpu_memory import GpuInfo, HardwareInfo
+    from core.hardware.gpu_memory import GpuInfo, HardwareInfo
 
     l4 = GpuInfo(index=0, name="NVIDIA L4", total_gib=22.0, free_gib=21.3, used_gib=0.7,
                  used_by_other_processes_gib=0.0)
@@ -63,7 +64,7 @@ def gpu_hardware():
 
 def make_app(output_dir: Path, stable: bool = True, initial_preset: str = "demo", hardware=None,
              presets: Callable | None = None, **kwargs):
-    import core.engine  # noqa: F401 - torch here, on the test's thread: the app's background import is then instant
+    import core.training.trainer  # noqa: F401 - torch here, on the test's thread: the app's background import is then instant
     from medcls_tui.app import MedclsApp
     from medcls_tui.tui_settings import AppSettings
 
@@ -76,7 +77,7 @@ def only_presets(*names: str) -> Callable:
     """A fixed preset list (snapshots must not change when presets are added to presets/)."""
 
     def listing():
-        from core.presets import list_presets
+        from core.config.presets import list_presets
 
         return [p for p in list_presets() if p.name in names]
 
@@ -127,13 +128,13 @@ async def picker_ready(pilot):
 
 
 def engine_threads() -> list[threading.Thread]:
-    """Threads currently executing engine code (core/engine.py) anywhere on their stack."""
+    """Threads currently executing engine code (core/training/: the loop and its parts) anywhere on their stack."""
     frames = sys._current_frames()
     found = []
     for thread in threading.enumerate():
         frame = frames.get(thread.ident)
         while frame is not None:
-            if frame.f_code.co_filename.endswith(str(Path("core") / "engine.py")):
+            if str(Path("core") / "training") + os.sep in frame.f_code.co_filename:
                 found.append(thread)
                 break
             frame = frame.f_back
@@ -286,7 +287,7 @@ def gated_engine(gate: StepGate):
     """A trainer_factory for the app: the real engine, its events passing through `gate`."""
 
     def factory(resolved, on_event, control, resume_dir=None):
-        from core.engine import Trainer
+        from core.training.trainer import Trainer
 
         return Trainer(resolved, on_event=gate.wrap(on_event, control), control=control, resume_dir=resume_dir)
 

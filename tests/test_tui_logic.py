@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 from core.config import ConfigError
 from core.events import EarlyStopState, EpochDone, RunFinished, StatusChanged, StepDone, TrainingWarning
-from core.presets import find_preset, list_presets
-from core.resolve import resolve_config
-from core.runs import read_metrics, read_summary
+from core.config.presets import find_preset, list_presets
+from core.config.resolve import resolve_config
+from core.runs.folder import read_metrics, read_summary
 from medcls_tui import advice
 from medcls_tui.event_buffer import EventBuffer
 from medcls_tui.picker_logic import (
@@ -90,7 +90,7 @@ def test_long_series_are_downsampled_for_plotting():
 
 def test_run_state_from_metrics_jsonl(tmp_path):
     """A real tiny run's metrics.jsonl folds into the same structure as live events."""
-    from core.engine import Trainer
+    from core.training.trainer import Trainer
 
     flags = {"dataset": "synthetic", "model": "resnet18", "img_size": 32, "synthetic_size": 96, "epochs": 2,
              "batch_size": 16, "num_workers": 0, "output_dir": str(tmp_path), "run_name": "r", "log_every": 2,
@@ -175,7 +175,7 @@ def test_error_field_parses_engine_messages():
 
 
 def test_explanations_come_from_the_tips():
-    from core import tips
+    from core.config import tips
 
     resolved = resolve_config({}, preset="demo", vram_gib=None)
     rows = {r.key: r for r in explain(resolved, vram_gib=None)}
@@ -221,9 +221,9 @@ def test_save_needs_a_name(tmp_path):
 
 # ------------------------------------------------------------------ advisor adapter
 def test_advisor_adapter_is_core_advice_for_the_pickers_settings():
-    """The screen's advice is core.advisor's for the current config, not a copy of its logic."""
-    from core.advisor import table_advice
-    from core.gpu_memory import GpuInfo, HardwareInfo
+    """The screen's advice is core.hardware.advisor's for the current config, not a copy of its logic."""
+    from core.hardware.advisor import table_advice
+    from core.hardware.gpu_memory import GpuInfo, HardwareInfo
 
     t4 = GpuInfo(index=0, name="Tesla T4", total_gib=15.0, free_gib=14.6, used_gib=0.4,
                  used_by_other_processes_gib=0.0)

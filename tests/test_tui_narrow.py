@@ -6,7 +6,7 @@ import json
 import os
 import time
 
-from core.runs import list_runs
+from core.runs.folder import list_runs
 from medcls_tui.run_state import RunState
 from medcls_tui.screens.runs import RunsScreen, fit_widths, short_date
 from medcls_tui.screens.training import TrainingScreen

@@ -49,12 +49,12 @@ async def test_config_check_never_runs_beside_the_engine_import(tmp_path, monkey
     """28.3: the picker's background check raced the engine-loading thread (CPython's AST state is per
     interpreter: `SystemError: AST constructor recursion depth mismatch`). An Event-gated fake import
     holds the engine import open; a config check requested meanwhile must wait for it, not run beside it."""
-    import core.resolve
+    import core.config.resolve
     from medcls_tui import engine_import
 
     importing, release, progressed = threading.Event(), threading.Event(), threading.Event()
     overlapped: list[str] = []
-    real_resolve = core.resolve.resolve_config
+    real_resolve = core.config.resolve.resolve_config
 
     def gated_import() -> None:
         importing.set()
@@ -69,7 +69,7 @@ async def test_config_check_never_runs_beside_the_engine_import(tmp_path, monkey
 
     monkeypatch.setattr(engine_import, "_import", gated_import)
     monkeypatch.setattr(engine_import, "ENGINE_LOCK", _WatchedLock(progressed))
-    monkeypatch.setattr(core.resolve, "resolve_config", watched_resolve)
+    monkeypatch.setattr(core.config.resolve, "resolve_config", watched_resolve)
     app = make_app(tmp_path / "runs")
     try:
         async with app.run_test(size=(80, 24)) as pilot:
@@ -88,13 +88,13 @@ async def test_config_check_never_runs_beside_the_engine_import(tmp_path, monkey
 async def test_an_internal_error_is_not_shown_as_a_config_error(tmp_path, monkeypatch):
     """28.3: any exception but ConfigError is an internal error: said so with its type, logged with its
     traceback, and no field is marked wrong."""
-    import core.resolve
+    import core.config.resolve
 
     def broken(*args, **kwargs):
         raise SystemError("AST constructor recursion depth mismatch (before=1, after=3)")
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(core.resolve, "resolve_config", broken)
+    monkeypatch.setattr(core.config.resolve, "resolve_config", broken)
     app = make_app(tmp_path / "runs")
     async with app.run_test(size=(120, 40)) as pilot:
         picker = await picker_ready(pilot)
@@ -138,7 +138,7 @@ def test_a_live_run_is_listed_with_model_epochs_and_best_and_runs_sort_by_start(
 
     from typer.testing import CliRunner
 
-    from core.runlock import RunLock
+    from core.runs.lock import RunLock
     from medcls_tui.cli import app as cli_app
 
     root = tmp_path / "runs"
@@ -223,7 +223,7 @@ def test_readme_command_table_runs_as_written():
 async def test_scoring_refuses_a_run_another_process_writes(tmp_path, key):
     """28.7: `t`/`v` on a run whose run.lock another process holds is refused (as `e` is): nothing is
     written into it."""
-    from core.runlock import RunLock
+    from core.runs.lock import RunLock
     from medcls_tui.screens.evaluation import EvaluationScreen
 
     run = _scripted_run(tmp_path / "runs", "busy", 2, summary={"status": "finished", "epochs_completed": 2})
@@ -361,8 +361,8 @@ def test_progress_of_a_growing_metrics_file_is_read_incrementally(tmp_path):
     (a half-written line included later) and gives what a fresh full read gives."""
     import json
 
-    import core.runs
-    from core.runs import progress_from_metrics
+    import core.runs.folder
+    from core.runs.folder import progress_from_metrics
     from test_tui_helpers import scripted_events
 
     metrics = tmp_path / "metrics.jsonl"
@@ -377,7 +377,7 @@ def test_progress_of_a_growing_metrics_file_is_read_incrementally(tmp_path):
             fh.flush()
             progress_from_metrics(tmp_path)
     incremental = progress_from_metrics(tmp_path)
-    core.runs._PROGRESS.clear()
+    core.runs.folder._PROGRESS.clear()
     assert incremental == progress_from_metrics(tmp_path)
     assert incremental["epochs_completed"] == 3 and incremental["best_epoch"] == 2
     metrics.write_text("")  # replaced by a new run's file: starts over

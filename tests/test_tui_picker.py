@@ -7,9 +7,9 @@ from textual.widgets import Input, Select
 from typer.testing import CliRunner
 
 from core.config import ConfigError
-from core.data_check import check_data_location
-from core.presets import find_preset
-from core.resolve import resolve_config
+from core.data.location_check import check_data_location
+from core.config.presets import find_preset
+from core.config.resolve import resolve_config
 from medcls_tui import advice
 from medcls_tui.picker_logic import display_error
 from medcls_tui.screens.advisor import AdvisorScreen
@@ -60,7 +60,7 @@ async def test_choosing_a_preset_shows_its_settings_and_tips(tmp_path, size):
         assert form.error_text("data_dir") == ""
         tips = picker.query_one(TipsPanel).plain
         assert "covidx" in tips and "early_stopping" in tips and "[tip]" in tips
-        assert "Smaller dataset, watch for overfitting" in tips  # dataset tips from core.tips
+        assert "Smaller dataset, watch for overfitting" in tips  # dataset tips from core.config.tips
         assert app.current_resolved.config.data_dir == str(data)
         assert app.current_resolved.sources["data_dir"] == "flag"
         text = screen_text(app)
@@ -182,8 +182,8 @@ async def test_save_dialog_shows_engine_error_and_cancel(tmp_path):
 
 @pytest.mark.parametrize("size", SIZES)
 async def test_advisor_shows_hardware_and_table_advice(tmp_path, size, monkeypatch):
-    from core import tips
-    from core.advisor import ProbeResult, table_advice
+    from core.config import tips
+    from core.hardware.advisor import ProbeResult, table_advice
 
     measured = ProbeResult(max_safe_batch=44, recommended_batch=40, grad_accum_steps=2, eval_batch_ok=True,
                            images_per_sec=None, peak_mem_gib=None, reasons=["probe reason shown"],

@@ -10,11 +10,11 @@ from types import SimpleNamespace
 
 from typer.testing import CliRunner
 
-from core.engine import Trainer
+from core.training.trainer import Trainer
 from core.events import RunFinished
-from core.presets import find_preset
-from core.resolve import resolve_config
-from core.runs import read_metrics
+from core.config.presets import find_preset
+from core.config.resolve import resolve_config
+from core.runs.folder import read_metrics
 from medcls_tui.picker_logic import explain, save_current
 from medcls_tui.reporter import ConsoleReporter
 from medcls_tui.run_state import RunState, count
@@ -49,11 +49,11 @@ async def test_advisor_on_cpu_says_mixed_precision_is_off(tmp_path):
 
 
 def test_cli_advise_on_cpu_says_mixed_precision_is_off(monkeypatch):
-    import core.advisor
+    import core.hardware.advisor
 
     from medcls_tui.cli import app as cli
 
-    monkeypatch.setattr(core.advisor, "read_hardware", cpu_hardware)
+    monkeypatch.setattr(core.hardware.advisor, "read_hardware", cpu_hardware)
     result = CliRunner().invoke(cli, ["advise", "--model", "resnet18", "--img_size", "64"])
     assert result.exit_code == 0, result.output
     assert "mixed precision off (no GPU" in result.output and "mixed precision on" not in result.output

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-import core.engine  # noqa: F401 - loaded here so the app's background import is instant once released
+import core.training.trainer  # noqa: F401 - loaded here so the app's background import is instant once released
 from medcls_tui.app import MedclsApp
 from medcls_tui.screens.picker import PickerScreen
 from medcls_tui.screens.training import TrainingScreen

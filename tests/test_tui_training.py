@@ -6,7 +6,7 @@ import json
 import pytest
 from textual.widgets import DataTable
 
-from core.runs import read_metrics, read_summary
+from core.runs.folder import read_metrics, read_summary
 from medcls_tui.screens.confirm_quit import ConfirmQuitScreen
 from medcls_tui.screens.confirm_stop import ConfirmStopScreen
 from medcls_tui.screens.picker import PickerScreen
@@ -148,9 +148,9 @@ async def test_stop_mid_run_saves_checkpoint_and_summary(tmp_path):
 
 async def test_resume_unfinished_run_from_runs_screen(tmp_path):
     """A stopped run (stopped by the engine's Control at step 3) continues like --retrain."""
-    from core.engine import Trainer
+    from core.training.trainer import Trainer
     from core.events import Control, StepDone
-    from core.resolve import resolve_config
+    from core.config.resolve import resolve_config
 
     flags = {"dataset": "synthetic", "model": "resnet18", "img_size": 32, "synthetic_size": 120, "epochs": 2,
              "batch_size": 16, "num_workers": 0, "output_dir": str(tmp_path / "runs"), "run_name": "cut",
@@ -341,8 +341,8 @@ async def test_runs_screen_lists_opens_and_refuses_finished_resume(tmp_path):
 
 async def test_run_detail_reads_a_real_run(tmp_path):
     """metrics.jsonl of a real engine run draws the same curves (slow-ish: one tiny run)."""
-    from core.engine import Trainer
-    from core.resolve import resolve_config
+    from core.training.trainer import Trainer
+    from core.config.resolve import resolve_config
 
     flags = {"dataset": "synthetic", "model": "resnet18", "img_size": 32, "synthetic_size": 96, "epochs": 2,
              "batch_size": 16, "num_workers": 0, "output_dir": str(tmp_path / "runs"), "run_name": "real",

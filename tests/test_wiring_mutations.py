@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from conftest import TINY
-from core.engine import Trainer
+from core.training.trainer import Trainer
 from core.events import StepDone
-from core.losses import pos_weight_from_counts
-from core.resolve import resolve_config
-from core.schedule import lr_factor
+from core.training.losses import pos_weight_from_counts
+from core.config.resolve import resolve_config
+from core.training.schedule import lr_factor
 from test_training_correctness import write_csv_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -1,6 +1,6 @@
 """Batch strategies: how one training (micro-)batch becomes a loss.
 
-Pixel-level per-image augmentation (crop, rotation, contrast) lives in core/transforms.py and
+Pixel-level per-image augmentation (crop, rotation, contrast) lives in core/training/transforms.py and
 runs in the data loader. Everything that needs the whole batch (mixup, PipMix) or the model's
 features (XDomainMix) is a strategy registered here, so the engine has no if-chains for them.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..registry import Registry
+from core.config.registry import Registry
 
 STRATEGIES: Registry = Registry("augmentation")
 register_strategy = STRATEGIES.register

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import BatchStrategy, register_strategy
-from .partners import cross_domain_partners, random_partners
+from core.augment import BatchStrategy, register_strategy
+from core.augment.partners import cross_domain_partners, random_partners
 
 DEFAULT_ALPHA = 0.2
 """Beta(alpha, alpha) when mixup_alpha is 0 but a mix method was asked for (the tips' example value)."""

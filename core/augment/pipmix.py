@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from . import BatchStrategy, register_strategy
-from .mixup import batch_is_mixed, draw_beta, mix_alpha, to_soft_targets
-from .partners import cross_domain_partners
+from core.augment import BatchStrategy, register_strategy
+from core.augment.mixup import batch_is_mixed, draw_beta, mix_alpha, to_soft_targets
+from core.augment.partners import cross_domain_partners
 
 
 def patch_grid(height: int, width: int, patch: int) -> tuple[torch.Tensor, int]:

@@ -42,11 +42,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import BatchStrategy, register_strategy
-from .feature_maps import channel_mean, feature_layout, per_channel, per_sample
-from .mixup import Mixup, batch_is_mixed, draw_beta, mix_alpha
-from .partners import other_class_partners, same_class_partners
-from .pipmix import PipMix, single_domain_note
+from core.augment import BatchStrategy, register_strategy
+from core.augment.feature_maps import channel_mean, feature_layout, per_channel, per_sample
+from core.augment.mixup import Mixup, batch_is_mixed, draw_beta, mix_alpha
+from core.augment.partners import other_class_partners, same_class_partners
+from core.augment.pipmix import PipMix, single_domain_note
 
 TAU_START, TAU_STOP, TAU_DELTA = 0.9, 0.5, 0.1
 
@@ -118,7 +118,7 @@ class DomainHead(nn.Module):
 def _classifier(model: nn.Module) -> nn.Module:
     net = getattr(model, "module", model)  # DDP
     if not all(hasattr(net, a) for a in ("features", "pool", "head")):
-        raise TypeError("XDomainMix needs a core.models.Classifier (features / pool / head); "
+        raise TypeError("XDomainMix needs a core.models.build.Classifier (features / pool / head); "
                         f"got {type(net).__name__}")
     return net
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..registry import Registry
-from .base import ArrayTable, DataError, DatasetBundle, ImageTable, LoaderTable, ProgressFn
+from core.config.registry import Registry
+from core.data.base import ArrayTable, DataError, DatasetBundle, ImageTable, LoaderTable, ProgressFn
 
 DATASETS: Registry = Registry("dataset")
 register_dataset = DATASETS.register
@@ -21,7 +21,7 @@ def load_dataset(config, progress: Optional[ProgressFn] = None) -> DatasetBundle
     _import_sources()
     bundle = DATASETS.get(config.dataset, DataError)(config, progress or (lambda done, total, desc: None))
     if getattr(config, "holdout_domain", None) is not None:
-        from .splits import hold_out_domain
+        from core.data.splits import hold_out_domain
 
         bundle = hold_out_domain(bundle, config.holdout_domain)
     return bundle

@@ -23,8 +23,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .base import ArrayTable, DataError, ProgressFn
-from .decode import DecodeError, load_resized
+from core.data.base import ArrayTable, DataError, ProgressFn
+from core.data.decode import DecodeError, load_resized
 
 CACHE_VERSION = 1
 MANIFEST = "manifest.json"

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from . import register_dataset
-from .base import DataError, DatasetBundle
-from .decode import ALL_SUFFIXES
-from .records import Record, SourceIndex, assemble, register_index, require_data_dir, resolve_in, scan_files
+from core.data import register_dataset
+from core.data.base import DataError, DatasetBundle
+from core.data.decode import ALL_SUFFIXES
+from core.data.records import Record, SourceIndex, assemble, register_index, require_data_dir, resolve_in, scan_files
 
 CLASSES = ["COVID", "Normal", "Pneumonia"]
 BINARY_CLASSES = ["Non-COVID", "COVID"]

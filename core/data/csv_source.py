@@ -18,9 +18,9 @@ import csv
 from pathlib import Path
 from typing import Optional
 
-from . import register_dataset
-from .base import DataError, DatasetBundle
-from .records import Record, SourceIndex, assemble, register_index, resolve_in
+from core.data import register_dataset
+from core.data.base import DataError, DatasetBundle
+from core.data.records import Record, SourceIndex, assemble, register_index, resolve_in
 
 ALIASES = {
     "path": ("path", "image", "file", "filename", "image_path", "img", "file_path"),

@@ -14,7 +14,7 @@ from typing import Optional, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .base import DataError
+from core.data.base import DataError
 
 PathLike = Union[str, Path]
 DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}

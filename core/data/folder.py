@@ -5,10 +5,10 @@ records.assemble like every other file source.
 """
 from __future__ import annotations
 
-from . import register_dataset
-from .base import DataError, DatasetBundle
-from .decode import ALL_SUFFIXES
-from .records import Record, SourceIndex, assemble, register_index, require_data_dir
+from core.data import register_dataset
+from core.data.base import DataError, DatasetBundle
+from core.data.decode import ALL_SUFFIXES
+from core.data.records import Record, SourceIndex, assemble, register_index, require_data_dir
 
 
 @register_index("folder")

@@ -14,10 +14,10 @@ import csv
 from pathlib import Path
 from typing import Optional
 
-from . import register_dataset
-from .base import DataError, DatasetBundle
-from .records import Record, SourceIndex, assemble, register_index, require_data_dir, resolve_in, scan_files
-from .splits import split_by_patient
+from core.data import register_dataset
+from core.data.base import DataError, DatasetBundle
+from core.data.records import Record, SourceIndex, assemble, register_index, require_data_dir, resolve_in, scan_files
+from core.data.splits import split_by_patient
 
 FINDINGS = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
             "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia"]

@@ -14,10 +14,10 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from .base import DataError, DatasetBundle, ImageTable, LoaderTable, ProgressFn
-from .cache import CachedTable, build_cache, cache_root
-from .decode import DICOM_SUFFIXES, load_resized, require_pydicom
-from .splits import split_by_patient
+from core.data.base import DataError, DatasetBundle, ImageTable, LoaderTable, ProgressFn
+from core.data.cache import CachedTable, build_cache, cache_root
+from core.data.decode import DICOM_SUFFIXES, load_resized, require_pydicom
+from core.data.splits import split_by_patient
 
 _INDEXERS: dict[str, Callable[[Any], "SourceIndex"]] = {}
 
@@ -74,7 +74,7 @@ def load_labels_only(config, progress: Optional[ProgressFn] = None) -> DatasetBu
 
     In-memory sources (synthetic) have no index and are simply built.
     """
-    from . import dataset_names, load_dataset
+    from core.data import dataset_names, load_dataset
 
     dataset_names()  # imports every source, registering their indexers
     progress = progress or (lambda done, total, desc: None)

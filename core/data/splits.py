@@ -53,7 +53,7 @@ def split_by_patient(patients: Sequence[Optional[str]], fraction: float, seed: i
 def hold_out_domain(bundle, domain: str):
     """Leave-one-domain-out: the named domain's train and val images become the validation split,
     every other domain's the training split. `domain` is a name (case-insensitive) or an index."""
-    from .base import ConcatTable, DataError
+    from core.data.base import ConcatTable, DataError
 
     names = list(bundle.domain_names)
     wanted = str(domain).strip()

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .base import DatasetBundle, ImageTable
+from core.data.base import DatasetBundle, ImageTable
 
 SPLIT_NAMES = ("train", "val", "test")
 EXAMPLES = 3
@@ -70,7 +70,7 @@ def compute_stats(bundle: DatasetBundle, max_pos_weight: float = 100.0) -> dict[
         "warnings": _leakage(tables) + _domain_confounds(bundle, by_domain) + _empty_classes(bundle, splits),
     }
     if bundle.multi_label and "train" in splits:
-        from ..losses import pos_weight_from_counts
+        from core.training.losses import pos_weight_from_counts
 
         weights = pos_weight_from_counts(bundle.class_counts("train"), len(bundle.train), (1.0, max_pos_weight))
         stats["pos_weight"] = {c: round(float(w), 3) for c, w in zip(bundle.classes, weights.tolist())}

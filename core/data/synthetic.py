@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import register_dataset
-from .base import ArrayTable, DatasetBundle
+from core.data import register_dataset
+from core.data.base import ArrayTable, DatasetBundle
 
 FINDINGS = ["Cardiomegaly", "Effusion", "Nodule", "Opacity", "Pneumothorax"]
 MULTICLASS = ["Normal", "Effusion", "Nodule", "Opacity"]

@@ -17,9 +17,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
-from . import register_dataset
-from .base import DataError, DatasetBundle
-from .records import Record, SourceIndex, assemble, register_index, require_data_dir, resolve_in, scan_files
+from core.data import register_dataset
+from core.data.base import DataError, DatasetBundle
+from core.data.records import Record, SourceIndex, assemble, register_index, require_data_dir, resolve_in, scan_files
 
 FINDINGS = ["Aortic enlargement", "Atelectasis", "Calcification", "Cardiomegaly", "Consolidation", "ILD",
             "Infiltration", "Lung Opacity", "Nodule/Mass", "Other lesion", "Pleural effusion",

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..data.decode import decode_gray, load_resized, resize_square
-from .run_model import RunModel, RunModelError, to_probabilities
+from core.data.decode import decode_gray, load_resized, resize_square
+from core.evaluation.run_model import RunModel, RunModelError, to_probabilities
 
 EXPLAIN_HINT = "uv sync --extra explain (or pip install 'medcls[explain]')"
 OVERLAY_MAX_SIDE = 512

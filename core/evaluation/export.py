@@ -11,11 +11,11 @@ from typing import Optional
 import torch
 from torch import nn
 
-from . import outputs
-from . import thresholds as thr
-from .decision import describe
-from .predict import run_thresholds
-from .run_model import RunModel, RunModelError, to_probabilities
+from core.evaluation import outputs
+from core.evaluation import thresholds as thr
+from core.evaluation.decision import describe
+from core.evaluation.predict import run_thresholds
+from core.evaluation.run_model import RunModel, RunModelError, to_probabilities
 
 FORMATS = ("onnx", "torchscript")
 MODEL_SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts", ".torchscript")}

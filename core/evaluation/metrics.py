@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .decision import decide, predicted_index
+from core.evaluation.decision import decide, predicted_index
 
 CURVE_POINTS = 101
 """ROC/PR curves are stored at most this many points (enough for a plot, small in JSON)."""

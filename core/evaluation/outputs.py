@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from .. import runs
-from .run_model import RunModelError
+from core.runs import folder as runs
+from core.evaluation.run_model import RunModelError
 
 # the run's own records: an output never replaces them (checkpoints/ is refused as a whole)
 RUN_FILES = (runs.CONFIG_FILE, runs.METRICS_FILE, runs.SUMMARY_FILE, "thresholds.json", "run.lock")

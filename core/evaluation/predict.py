@@ -15,13 +15,13 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from ..data.decode import ALL_SUFFIXES, DecodeError, load_resized
-from . import outputs
-from . import thresholds as thr
-from .decision import label_names, rule_for
-from .outputs import shown
-from .run_model import RunModel, RunModelError, checkpoint_path, predict_images
-from .tta import tta_plan
+from core.data.decode import ALL_SUFFIXES, DecodeError, load_resized
+from core.evaluation import outputs
+from core.evaluation import thresholds as thr
+from core.evaluation.decision import label_names, rule_for
+from core.evaluation.outputs import shown
+from core.evaluation.run_model import RunModel, RunModelError, checkpoint_path, predict_images
+from core.evaluation.tta import tta_plan
 
 PATH_COLUMNS = ("path", "image", "file", "filename", "image_path")
 FORMATS = ("csv", "json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from ..runs import write_json_atomic
+from core.runs.folder import write_json_atomic
 
 COLUMNS = ("class", "n+", "AUROC [95% CI]", "AP [95% CI]", "sens", "spec", "PPV", "NPV", "F1", "thr")
 PLOTS_HINT = "uv sync --extra plots (or pip install 'medcls[plots]')"
@@ -71,7 +71,7 @@ def rank_rows(report: dict) -> list[list[str]]:
 
 def decision_line(report: dict) -> str:
     """Which rule turned probabilities into the labels scored here (core.evaluation.decision)."""
-    from .decision import describe
+    from core.evaluation.decision import describe
 
     classes = report["classes"]
     thresholds = [report["per_class"][c]["threshold"] for c in classes]
@@ -175,7 +175,7 @@ def write_report(run_dir: Path, split: str, report: dict, plots: bool = True) ->
     note = ""
     if plots:
         try:
-            from .plots import save_plots
+            from core.evaluation.plots import save_plots
         except ImportError:
             note = f"Plots need matplotlib, an optional extra: {PLOTS_HINT}"
         else:

@@ -5,7 +5,6 @@ names, its input size and normalisation are read one way only.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -14,11 +13,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import runs
-from ..checkpoint import load_checkpoint
-from ..config import TrainConfig, load_yaml_file
-from ..pretrained import strip_wrapper_prefixes
-from ..models import Classifier, build_model, model_family, resolve_model_name
+from core.runs import folder as runs
+from core.runs.checkpoint import load_checkpoint
+from core.config import TrainConfig, load_yaml_file
+from core.models.pretrained import strip_wrapper_prefixes
+from core.models.build import Classifier, build_model, model_family, resolve_model_name
+from core.training.precision import autocast
 
 CHECKPOINTS = ("best", "last")
 RUN_PREFIXES = ("_orig_mod.", "module.")
@@ -52,7 +52,7 @@ class RunModel:
     @property
     def amp_dtype(self) -> Optional[torch.dtype]:
         """Validation's autocast dtype for this run on this device (None: float32)."""
-        from ..precision import autocast_dtype
+        from core.training.precision import autocast_dtype
 
         return autocast_dtype(bool(self.config.mixed_precision), self.config.amp_dtype, self.device)
 
@@ -104,8 +104,8 @@ def checkpoint_path(run_dir: Path, which: str) -> Path:
 
 def resolve_device(requested: str | torch.device) -> torch.device:
     """The --device check train uses (auto, cpu, cuda, cuda:N; a GPU must exist), as one RunModelError line."""
-    from ..config import ConfigError, validate_layer
-    from ..hardware import pick_device
+    from core.config import ConfigError, validate_layer
+    from core.hardware.host import pick_device
 
     if isinstance(requested, torch.device):
         return requested
@@ -191,14 +191,6 @@ def to_probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
     return torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1)
 
 
-def autocast(device: torch.device, amp_dtype: Optional[torch.dtype]):
-    """The precision validation ran the model at (core.precision.autocast_dtype of the run's config), so
-    eval, predict and end-of-training scoring give validation's numbers on the same weights."""
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
-
-
 @torch.no_grad()
 def predict_images(model: nn.Module, normalize_fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
                    multi_label: bool, views: Sequence[Callable[[torch.Tensor], torch.Tensor]] = (),
@@ -221,7 +213,7 @@ def predict_table(model: nn.Module, normalize_fn, table, multi_label: bool, batc
                   num_workers: int = 0, pin_memory: bool = False, progress: Optional[ProgressFn] = None,
                   description: str = "scoring", amp_dtype: Optional[torch.dtype] = None) -> np.ndarray:
     """(N, C) probabilities over a whole split, in table order."""
-    from ..loader import TableDataset, epoch_batches, make_loader
+    from core.training.loader import TableDataset, epoch_batches, make_loader
 
     was_training = model.training
     model.eval()

@@ -5,19 +5,22 @@ to choose an epoch or a threshold.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
+import torch
+from torch import nn
 
-from ..checkpoint import load_checkpoint
-from ..data.base import DatasetBundle
-from . import thresholds as thr
-from .metrics import BootstrapSettings, evaluate_probabilities
-from .report import summary_figures, write_report
-from .decision import rule_for
-from ..pretrained import strip_wrapper_prefixes
-from .run_model import (RUN_PREFIXES, ProgressFn, RunModel, RunModelError, checkpoint_path, load_run_model,
+from core.runs.checkpoint import load_checkpoint
+from core.data.base import DatasetBundle
+from core.evaluation import thresholds as thr
+from core.evaluation.metrics import BootstrapSettings, evaluate_probabilities
+from core.evaluation.report import summary_figures, write_report
+from core.evaluation.decision import rule_for
+from core.models.pretrained import strip_wrapper_prefixes
+from core.evaluation.run_model import (RUN_PREFIXES, ProgressFn, RunModel, RunModelError, checkpoint_path, load_run_model,
                         predict_table)
 
 SPLITS = ("val", "test")
@@ -84,37 +87,49 @@ def ensure_thresholds(run_dir: Path, val_probs: Callable[[], np.ndarray], bundle
     return thr.load_thresholds(run_dir, checkpoint)
 
 
-def score_test_after_training(trainer, should_stop: Optional[Callable[[], bool]] = None) -> dict:
-    """Engine hook: best checkpoint, thresholds (Youden) on val, test split scored once; `test_*` figures.
+@dataclass
+class ScoringModel:
+    """The trained model as scoring runs it: validation's normalisation, precision and batches."""
+
+    model: nn.Module
+    normalize: Callable[[torch.Tensor], torch.Tensor]
+    amp_dtype: Optional[torch.dtype]
+    batch_size: int
+    num_workers: int
+    pin_memory: bool
+
+
+def score_test_after_training(run_dir: Path, bundle: DatasetBundle, scorer: ScoringModel, seed: int,
+                              on_event: Callable, should_stop: Optional[Callable[[], bool]] = None) -> dict:
+    """End of training: best checkpoint, thresholds (Youden) on val, test split scored once; `test_*` figures.
 
     Returns {} when the dataset has no test split or no best checkpoint exists. Runs at validation's
-    precision. `should_stop` is polled between batches and bootstrap chunks (ScoringCancelled)."""
-    from ..events import DataProgress
-    from ..runs import CHECKPOINT_DIR
+    precision (scorer.amp_dtype). `should_stop` is polled between batches and bootstrap chunks
+    (ScoringCancelled)."""
+    from core.events import DataProgress
+    from core.runs.folder import CHECKPOINT_DIR
 
-    bundle: DatasetBundle = trainer.bundle
-    best = trainer.run_dir / CHECKPOINT_DIR / "best.pt"
+    best = run_dir / CHECKPOINT_DIR / "best.pt"
     if bundle.test is None or len(bundle.test) == 0 or not best.is_file():
         return {}
-    trainer.model.load_state_dict(strip_wrapper_prefixes(load_checkpoint(best)["model"], RUN_PREFIXES))
+    scorer.model.load_state_dict(strip_wrapper_prefixes(load_checkpoint(best)["model"], RUN_PREFIXES))
 
     def report_progress(done: int, total: int, desc: str) -> None:
-        trainer.on_event(DataProgress(done=done, total=total, description=desc))
+        on_event(DataProgress(done=done, total=total, description=desc))
 
     progress = stoppable(report_progress, should_stop)
 
     def probs(table, what: str) -> np.ndarray:
-        return predict_table(trainer.model, trainer.normalize, table, bundle.multi_label, trainer.batch_size,
-                             trainer.num_workers, trainer.device.type == "cuda", progress, what,
-                             amp_dtype=trainer.amp_dtype)
+        return predict_table(scorer.model, scorer.normalize, table, bundle.multi_label, scorer.batch_size,
+                             scorer.num_workers, scorer.pin_memory, progress, what, amp_dtype=scorer.amp_dtype)
 
     # a retrained (resumed) run re-chooses: the best checkpoint may have changed since
-    stored = ensure_thresholds(trainer.run_dir, lambda: probs(bundle.val, "thresholds on val (best checkpoint)"),
+    stored = ensure_thresholds(run_dir, lambda: probs(bundle.val, "thresholds on val (best checkpoint)"),
                                bundle, "youden", 0.95, "best", thr.checkpoint_digest(best))
     report = score(probs(bundle.test, "scoring test split (best checkpoint)"), bundle.test, bundle, stored,
-                   DEFAULT_BOOTSTRAP, trainer.cfg.seed, progress)
-    report.update(run=trainer.run_dir.name, checkpoint="best", split="test", thresholds_info=_thr_info(stored))
-    write_report(trainer.run_dir, "test", report, plots=False)
+                   DEFAULT_BOOTSTRAP, seed, progress)
+    report.update(run=run_dir.name, checkpoint="best", split="test", thresholds_info=_thr_info(stored))
+    write_report(run_dir, "test", report, plots=False)
     return {**summary_figures(report), "test_checkpoint": "best", "test_thresholds": stored["method"],
             "test_decision": stored.get("rule")}
 
@@ -130,7 +145,7 @@ def evaluate_run(run_dir: Path, split: str = "test", checkpoint: str = "best", d
                  should_stop: Optional[Callable[[], bool]] = None) -> tuple[dict, dict[str, Path]]:
     """`medcls eval`: load the run, its dataset and thresholds, score the split, write the report files.
     `should_stop` (the app leaving the screen) ends it with ScoringCancelled before anything is written."""
-    from ..data import load_dataset
+    from core.data import load_dataset
 
     progress = stoppable(progress or (lambda d, t, desc: None), should_stop)
     rm: RunModel = load_run_model(run_dir, checkpoint, device)

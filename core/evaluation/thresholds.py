@@ -14,8 +14,8 @@ from typing import Optional
 
 import numpy as np
 
-from .decision import rule_for
-from .metrics import binary_operating_points, one_hot
+from core.evaluation.decision import rule_for
+from core.evaluation.metrics import binary_operating_points, one_hot
 
 THRESHOLDS_FILE = "thresholds.json"
 METHODS = ("youden", "f1", "sensitivity")
@@ -121,7 +121,7 @@ def save_thresholds(run_dir: Path, thresholds: dict[str, Optional[float]], metho
                     target_sensitivity: Optional[float], checkpoint: str, digest: Optional[str] = None,
                     rule: Optional[str] = None) -> Path:
     """Store one checkpoint's entry beside the others'; a corrupt file is replaced (this is its repair)."""
-    from ..runs import write_json_atomic
+    from core.runs.folder import write_json_atomic
 
     path = Path(run_dir) / THRESHOLDS_FILE
     if path.exists() and not path.is_file():
@@ -149,7 +149,7 @@ def thresholds_for(run_dir: Path, checkpoint: str, digest: Optional[str], rule: 
     """The thresholds predict/export may apply to these weights, or a ThresholdError saying whose they are.
 
     None when the run has no thresholds at all (the rule's 0.5 defaults apply) or when the rule uses none."""
-    from .decision import uses_thresholds
+    from core.evaluation.decision import uses_thresholds
 
     entries = read_thresholds_file(run_dir)
     if not uses_thresholds(rule):

@@ -1,6 +1,6 @@
 """Test-time augmentation drawn from what training showed the model, never anything else.
 
-Training's pixel augmentation (core.transforms.standard_transform) crops 80-100% of the area and
+Training's pixel augmentation (core.training.transforms.standard_transform) crops 80-100% of the area and
 rotates up to 7 degrees; it never mirrors (a mirrored chest X-ray moves the heart). So `--tta`
 averages the image with fixed views inside that range. A run trained without pixel augmentation
 never saw such views: it gets no TTA, and the output says so.
@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from ..transforms import PIXEL_AUGMENTED
+from core.training.transforms import PIXEL_AUGMENTED
 
 View = Callable[[torch.Tensor], torch.Tensor]
 ROTATION_DEG = 5.0

@@ -1,5 +1,5 @@
 """Advisor: GPU (or CPU and RAM), the spec's batch range for it, the suggested batch and accumulation
-for the chosen model/mode/image size, and the measured probe (core/advisor.py) on a key."""
+for the chosen model/mode/image size, and the measured probe (core/hardware/advisor.py) on a key."""
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -18,7 +18,7 @@ from ..widgets.header import MedclsHeader
 
 def advisor_text(hardware: Any, resolved: Any, table: Any, probe: Any, probe_state: str,
                  stable: bool = False, bullet: str = "•", ascii: bool = False) -> Text:
-    from core import tips
+    from core.config import tips
 
     dot = "/" if ascii else "·"
     text = Text()

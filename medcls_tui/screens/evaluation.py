@@ -108,7 +108,7 @@ class EvaluationScreen(Screen):
         if self.busy:
             self.app.notify("An evaluation is already running.", severity="warning")
             return
-        from core.runlock import RunLockedError, check_not_locked
+        from core.runs.lock import RunLockedError, check_not_locked
 
         try:  # scoring writes eval_*.json / thresholds.json into the run: never beside its writer (as `e`)
             check_not_locked(self.run_dir)

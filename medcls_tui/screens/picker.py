@@ -34,13 +34,13 @@ from ..widgets.tips_panel import TipsPanel, tips_text
 
 
 def _dataset_names() -> list[str]:
-    from core.resolve import dataset_names
+    from core.config.resolve import dataset_names
 
     return dataset_names()
 
 
 def _model_names() -> list[str]:
-    from core import tips
+    from core.config import tips
 
     names = {m for ms in tips.MODELS_BY_BUDGET.values() for m in ms}
     names |= {row["model"] for row in tips.MODELS_BY_TASK.values()}

@@ -20,7 +20,7 @@ FOLLOW_INTERVAL_S = 2.0
 def load_run_state(run_dir: Path) -> RunState:
     """The run as its folder says; while a process writes it (an extension of a finished run too) its
     summary.json is an old one, so the records alone tell where it is."""
-    from core.runs import read_metrics, read_summary, run_status
+    from core.runs.folder import read_metrics, read_summary, run_status
 
     summary = read_summary(run_dir)
     if run_status(run_dir, summary) == "running":
@@ -30,7 +30,7 @@ def load_run_state(run_dir: Path) -> RunState:
 
 def folder_signature(run_dir: Path) -> tuple:
     """What changes when a run folder is written to: metrics.jsonl's size, summary.json's mtime, the lock."""
-    from core.runlock import LOCK_FILE
+    from core.runs.lock import LOCK_FILE
 
     out = []
     for name in ("metrics.jsonl", "summary.json", LOCK_FILE):

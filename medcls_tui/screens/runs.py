@@ -121,7 +121,7 @@ class RunsScreen(Screen):
     def load(self) -> None:
         import time
 
-        from core.runs import list_runs
+        from core.runs.folder import list_runs
 
         stable = self.app.settings.stable
         folder = self.app.output_dir

@@ -11,7 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
 from core.config import ConfigError
-from core.presets import user_preset_dir
+from core.config.presets import user_preset_dir
 
 from ..picker_logic import save_current, values_to_save
 

@@ -7,7 +7,7 @@ from rich.text import Text
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
-from core.presets import PresetInfo
+from core.config.presets import PresetInfo
 
 from ..picker_logic import GROUP_TITLES, group_presets, preset_key
 

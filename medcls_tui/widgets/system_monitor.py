@@ -1,6 +1,6 @@
 """One line under the live charts: GPU use and memory, CPU and RAM of the run, loader wait.
 
-Reads RunState.system (the engine's SystemStats, core/sysmon.py); hidden until the first sample,
+Reads RunState.system (the engine's SystemStats, core/hardware/system_stats.py); hidden until the first sample,
 so a run that has not stepped yet shows no empty line. "GPU starved" when the loop waits for
 batches more than half of each step.
 """

@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from core.presets import PresetInfo
+from core.config.presets import PresetInfo
 
 from ..picker_logic import ExplainRow, display_value
 
@@ -60,7 +60,7 @@ def plain_text(renderable: RenderableType, width: int = 120) -> str:
 
 
 class TipsPanel(VerticalScroll):
-    """A scrollable explanation of the resolved config (reasons come from core.tips via the engine)."""
+    """A scrollable explanation of the resolved config (reasons come from core.config.tips via the engine)."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -116,7 +116,7 @@ def train_process(tmp_path):
 
 
 def step_records(run_dir: Path) -> list[dict]:
-    from core.runs import read_metrics
+    from core.runs.folder import read_metrics
 
     return [r for r in read_metrics(run_dir, include_superseded=True) if r.get("event") == "Step"]
 

@@ -37,8 +37,8 @@ TINY_RUN = {"dataset": "synthetic", "synthetic_task": "binary", "synthetic_size"
 
 def train_tiny_run(out: Path) -> Path:
     """The issue's run (`medcls train --no_pretrained --model resnet18 --img_size 32 ... --run_name x`)."""
-    from core.engine import Trainer
-    from core.resolve import resolve_config
+    from core.training.trainer import Trainer
+    from core.config.resolve import resolve_config
 
     trainer = Trainer(resolve_config({**TINY_RUN, "output_dir": str(out)}, vram_gib=None))
     assert trainer.fit()["status"] == "finished"

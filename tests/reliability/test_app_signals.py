@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from core.runs import read_summary
+from core.runs.folder import read_summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the TUI test helpers
 from test_tui_helpers import (  # noqa: E402

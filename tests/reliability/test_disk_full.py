@@ -6,10 +6,10 @@ import shutil
 
 import torch
 
-from core import checkpoint as ckpt_mod
-from core.engine import Trainer
+from core.runs import checkpoint as ckpt_mod
+from core.training.trainer import Trainer
 from core.events import CheckpointSaved
-from core.resolve import resolve_config
+from core.config.resolve import resolve_config
 
 
 def test_checkpoint_without_space_fails_cleanly_and_keeps_the_previous(tiny_flags, monkeypatch, one_torch_thread):

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from core.config import ConfigError, TrainConfig, load_yaml_file, validate_layer
-from core.presets import find_preset, list_presets
-from core.runs import list_runs
+from core.config.presets import find_preset, list_presets
+from core.runs.folder import list_runs
 from medcls_tui.cli import app
 
 runner = CliRunner()

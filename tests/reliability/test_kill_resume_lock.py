@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.runs import list_runs, read_metrics, read_summary
+from core.runs.folder import list_runs, read_metrics, read_summary
 
 from .conftest import TINY_ARGS, assert_one_line_error, run_cli, run_dir_of, step_records
 
@@ -117,9 +117,9 @@ def test_kill_loses_at_most_checkpoint_every_steps_and_the_lock_guards_the_run(t
 def test_time_based_checkpoint_default(tmp_path, tiny_flags):
     """Without --checkpoint_every a mid-epoch last.pt is written every checkpoint_minutes."""
     from core.config import TrainConfig
-    from core.engine import Trainer
+    from core.training.trainer import Trainer
     from core.events import CheckpointSaved
-    from core.resolve import resolve_config
+    from core.config.resolve import resolve_config
 
     assert TrainConfig().checkpoint_every is None and TrainConfig().checkpoint_minutes == 10.0
     saved = []

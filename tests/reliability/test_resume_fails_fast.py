@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-import core.engine as engine_module
-from core.engine import Trainer
-from core.resolve import resolve_config
-from core.resume import ResumeError
+import core.training.components as engine_module  # where the run's components are built
+from core.training.trainer import Trainer
+from core.config.resolve import resolve_config
+from core.runs.resume import ResumeError
 
 DAMAGE = {
     "missing": (None, "is missing"),

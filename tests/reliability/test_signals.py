@@ -9,7 +9,7 @@ import signal
 import pytest
 import torch
 
-from core.runs import list_runs, read_summary
+from core.runs.folder import list_runs, read_summary
 
 pytestmark = pytest.mark.processes  # real processes and signals: minutes, run by .ci/run
 
@@ -103,7 +103,7 @@ def test_signal_during_validation_finishes_it_then_stops_with_the_epoch_checkpoi
     (os.killpg if group else os.kill)(proc.proc.pid, signal.SIGINT)
     summary = _stopped_cleanly(proc, run_dir)
     assert summary["epochs_completed"] == 1 and summary["global_step"] == 1, summary
-    from core.runs import read_metrics
+    from core.runs.folder import read_metrics
 
     epochs = [r for r in read_metrics(run_dir) if r.get("event") == "EpochDone"]
     assert [r["epoch"] for r in epochs] == [1] and epochs[0]["metrics"]["val_auroc"] is not None

@@ -15,11 +15,11 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-import core.engine as engine_module
+import core.training.components as engine_module  # where the run's components are built
 from core.config import NUMERIC_FIELDS, UPPER_BOUNDS, ConfigError, TrainConfig
-from core.pretrained import hub_weights, seed_hub_cache
-from core.resolve import resolve_config
-from core.runs import read_summary
+from core.models.pretrained import hub_weights, seed_hub_cache
+from core.config.resolve import resolve_config
+from core.runs.folder import read_summary
 from medcls_tui.cli import app
 
 from .conftest import assert_one_line_error, medcls_cmd, run_cli
@@ -74,7 +74,7 @@ def test_weights_of_a_deeper_architecture_are_refused_naming_the_extra_tensors(t
 
 @pytest.mark.parametrize("layout", ["imagenet_fc", "medcls_best_pt"])
 def test_a_classifier_head_in_the_file_is_not_an_unexpected_tensor(tmp_path, layout):
-    from core.models import build_model, check_pretrained_path
+    from core.models.build import build_model, check_pretrained_path
 
     state = full_state("resnet18")
     if layout == "medcls_best_pt":  # medcls's own checkpoint: backbone.* and its head classifier.*
@@ -243,7 +243,7 @@ def test_cache_manifest_img_size_abc_in_a_cli_run(tmp_path):
 # ---------------------------------------------------------------------------- a kill between the checkpoints
 KILL_BETWEEN_CHECKPOINTS = """
 import os, signal, sys
-import core.engine as engine
+import core.training.trainer as engine
 real = engine.save_atomic
 saved = {}
 def save_atomic(obj, path):
