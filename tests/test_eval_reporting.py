@@ -247,13 +247,13 @@ def test_explain_feeds_the_model_the_pixels_predict_decodes(run, tmp_path):
 def test_eval_runs_the_model_at_validations_precision(tmp_path, monkeypatch, one_torch_thread):
     """Mixed precision (bf16 autocast, here forced on the CPU as CUDA gives it): `summary.json`'s
     val_auroc and `eval --split val --checkpoint last` agree, because eval autocasts as validation did."""
-    import core.training.trainer
+    import core.training.components
     import core.training.precision
 
     def bf16(mixed_precision, amp_dtype, device):
         return torch.bfloat16 if mixed_precision else None
 
-    monkeypatch.setattr(core.training.trainer, "autocast_dtype", bf16)
+    monkeypatch.setattr(core.training.components, "autocast_dtype", bf16)
     monkeypatch.setattr(core.training.precision, "autocast_dtype", bf16)
     trainer = Trainer(resolve_config({**TINY, "synthetic_task": "binary", "mixed_precision": True, "synthetic_size": 480,
                                       "output_dir": str(tmp_path)}, vram_gib=None))

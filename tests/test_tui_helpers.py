@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import sys
 import threading
 import time
@@ -127,13 +128,13 @@ async def picker_ready(pilot):
 
 
 def engine_threads() -> list[threading.Thread]:
-    """Threads currently executing engine code (core/training/trainer.py) anywhere on their stack."""
+    """Threads currently executing engine code (core/training/: the loop and its parts) anywhere on their stack."""
     frames = sys._current_frames()
     found = []
     for thread in threading.enumerate():
         frame = frames.get(thread.ident)
         while frame is not None:
-            if frame.f_code.co_filename.endswith(str(Path("core") / "engine.py")):
+            if str(Path("core") / "training") + os.sep in frame.f_code.co_filename:
                 found.append(thread)
                 break
             frame = frame.f_back
