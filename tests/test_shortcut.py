@@ -94,3 +94,72 @@ def test_confounded_phantoms_warn_at_the_end_of_training_and_in_eval(tiny_flags)
 def test_unconfounded_phantoms_stay_quiet(tiny_flags):
     _, summary, warnings = train(tiny_flags, 0.0, "plain")
     assert summary["test_shortcut_warning"] is None and warnings == []
+
+
+def test_data_stats_reports_the_source_association_and_the_baseline():
+    confounded = CliRunner().invoke(app, ["data", "stats", "--img_size", "32", "--synthetic_confound", "1.0"])
+    assert confounded.exit_code == 0, confounded.output
+    assert "test: Cramér's V 1.00" in confounded.output and "source-only macro AUROC 1.000" in confounded.output
+    plain = CliRunner().invoke(app, ["data", "stats", "--img_size", "32", "--json"])
+    import json
+
+    stats = json.loads(plain.output[plain.output.index("{"):])
+    assert stats["source_vs_label"]["test"]["cramers_v"] < 0.3
+
+
+async def test_the_evaluation_screen_shows_the_warning_at_80x24(tiny_flags):
+    from textual.widgets import Static
+
+    from medcls_tui.screens.evaluation import EvaluationScreen
+    from test_tui_helpers import make_app, picker_ready, screen_text, wait_for
+
+    trainer, summary, _ = train(tiny_flags, 1.0, "confounded")
+    app = make_app(trainer.run_dir.parent)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await picker_ready(pilot)
+        app.push_screen(EvaluationScreen(trainer.run_dir))
+        await wait_for(pilot, lambda: isinstance(app.screen, EvaluationScreen) and app.screen.report is not None,
+                       what="saved report shown")
+        banner = app.screen.query_one("#eval-shortcut", Static)
+        assert banner.display and "shortcut: the source predicts the label" in str(banner.render())
+        assert "shortcut" in screen_text(app)
+
+
+def test_domain_probe_reads_the_source_from_features_that_carry_it_and_not_otherwise():
+    from core.evaluation.domain_probe import domain_probe, patient_folds
+
+    rng = np.random.default_rng(0)
+    domains = rng.integers(0, 3, 240)
+    patients = [f"p{i // 2}" for i in range(240)]  # two images per patient
+    folds = patient_folds(patients, 240)
+    assert all(folds[i] == folds[i + 1] for i in range(0, 240, 2))  # a patient never straddles folds
+    carrying = np.eye(3)[domains] * 2.0 + rng.normal(0, 0.3, (240, 3))
+    blind = rng.normal(0, 1.0, (240, 3))
+    sees = domain_probe(carrying, domains, patients, ["a", "b", "c"])
+    guesses = domain_probe(blind, domains, patients, ["a", "b", "c"])
+    assert sees["accuracy"] > 0.95 and sees["by"] == "patient"
+    assert guesses["accuracy"] < sees["majority_accuracy"] + 0.1
+    with pytest.raises(ValueError, match="single source"):
+        domain_probe(carrying, np.zeros(240, int), patients, ["a"])
+
+
+def test_eval_domain_probe_through_the_cli(tiny_flags):
+    import json
+
+    trainer, _, _ = train(tiny_flags, 1.0, "confounded")
+    result = CliRunner().invoke(app, ["eval", "confounded", "--output_dir", tiny_flags["output_dir"], "--split", "val",
+                                      "--bootstrap", "0", "--no_plots", "--domain_probe"])
+    assert result.exit_code == 0, result.output
+    assert "domain probe: the features name the source of" in result.output
+    probe = json.loads((trainer.run_dir / "eval_val.json").read_text())["domain_probe"]
+    assert 0.0 <= probe["accuracy"] <= 1.0 and probe["images"] == len(trainer.bundle.val)
+
+
+def test_the_within_source_rule_alone_raises_the_warning():
+    from core.evaluation.shortcut import warning
+
+    section = {"association": {"cramers_v": 0.6, "p_value": 0.001, "counts": {"A": {}, "B": {}}},
+               "baseline": {"macro_auroc": {"value": 0.60}}, "model_macro_auroc": 0.90, "within_pooled_macro": 0.70}
+    text = warning(section, ["A", "B"], ShortcutSettings())
+    assert "within a source its AUROC is 0.700 against 0.900 overall" in text and "barely" not in text
+    assert warning({**section, "within_pooled_macro": 0.85}, ["A", "B"], ShortcutSettings()) is None

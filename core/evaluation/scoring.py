@@ -150,7 +150,8 @@ def evaluate_run(run_dir: Path, split: str = "test", checkpoint: str = "best", d
                  threshold_method: Optional[str] = None, target_sensitivity: float = 0.95,
                  n_boot: int = DEFAULT_BOOTSTRAP, plots: bool = True, device: str = "cpu",
                  progress: Optional[ProgressFn] = None,
-                 should_stop: Optional[Callable[[], bool]] = None) -> tuple[dict, dict[str, Path]]:
+                 should_stop: Optional[Callable[[], bool]] = None,
+                 domain_probe: bool = False) -> tuple[dict, dict[str, Path]]:
     """`medcls eval`: load the run, its dataset and thresholds, score the split, write the report files.
     `should_stop` (the app leaving the screen) ends it with ScoringCancelled before anything is written."""
     from core.data import load_dataset
@@ -180,4 +181,14 @@ def evaluate_run(run_dir: Path, split: str = "test", checkpoint: str = "best", d
     split_probs = val_probs() if split == "val" else probs(table, f"scoring {split} split ({checkpoint} checkpoint)")
     report = score(split_probs, table, bundle, stored, n_boot, cfg.seed, progress, ShortcutSettings.from_config(cfg))
     report.update(run=rm.run_dir.name, checkpoint=checkpoint, split=split, thresholds_info=_thr_info(stored))
+    if domain_probe:
+        from core.evaluation.domain_probe import domain_probe as probe
+        from core.evaluation.domain_probe import penultimate_features
+
+        if len(bundle.domain_names) < 2 or len(np.unique(table.domains)) < 2:
+            raise RunModelError(f"--domain_probe: the {split} split of dataset '{bundle.name}' holds one source "
+                                "(domain): there is no source to predict")
+        feats = penultimate_features(rm.model, rm.normalize, table, batch, progress)
+        report["domain_probe"] = probe(feats, np.asarray(table.domains), table.patients, bundle.domain_names,
+                                       seed=cfg.seed)
     return report, write_report(rm.run_dir, split, report, plots=plots)

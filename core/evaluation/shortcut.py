@@ -189,3 +189,38 @@ def warning(section: dict, domain_names: list[str], settings: ShortcutSettings) 
             f"{' and '.join(reasons)}: the score may come from the source, not the finding. Validate on an "
             "unseen source (--holdout_domain NAME), balance the sources' class mix, or train with "
             "--augmentation xdomainmix")
+
+
+def split_associations(bundle) -> Optional[dict]:
+    """`medcls data stats`: for each split a model is scored on (val, test), how much the source says
+    about the label: Cramér's V with its permutation p, and the source-only baseline's macro AUROC and
+    accuracy (point values; `medcls eval` adds the bootstrap intervals). None without sources."""
+    if len(bundle.domain_names) < 2:
+        return None
+    out = {}
+    for split in ("val", "test"):
+        table = getattr(bundle, split, None)
+        if table is None or len(table) == 0 or len(np.unique(table.domains)) < 2:
+            continue
+        targets, domains = np.asarray(table.targets), np.asarray(table.domains)
+        codes = label_codes(targets, bundle.multi_label)
+        probs = source_only_probabilities(np.asarray(bundle.train.domains), np.asarray(bundle.train.targets),
+                                          domains, len(bundle.classes), bundle.multi_label)
+        base = evaluate_probabilities(probs, targets, list(bundle.classes), bundle.multi_label)
+        out[split] = {"cramers_v": cramers_v(domains, codes), "p_value": association_p_value(domains, codes),
+                      "source_only_macro_auroc": base["macro"]["auroc"]["value"],
+                      "source_only_accuracy": (base.get("accuracy") or {}).get("value")}
+    return out or None
+
+
+def association_lines(associations: Optional[dict]) -> list[str]:
+    from core.evaluation.figures_text import fmt
+
+    if not associations:
+        return []
+    lines = ["source vs label (a classifier that knows only the source, trained on the train split):"]
+    for split, a in associations.items():
+        lines.append(f"  {split}: Cramér's V {fmt(a['cramers_v'], 2)} (permutation p {fmt(a['p_value'], 3)}), "
+                     f"source-only macro AUROC {fmt(a['source_only_macro_auroc'])}"
+                     + (f", accuracy {fmt(a['source_only_accuracy'])}" if a["source_only_accuracy"] is not None else ""))
+    return lines
