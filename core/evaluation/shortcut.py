@@ -185,7 +185,7 @@ def warning(section: dict, domain_names: list[str], settings: ShortcutSettings) 
     if not reasons:
         return None
     sources = ", ".join(name for name in domain_names if name in section["association"]["counts"])
-    return (f"shortcut: the source predicts the label (Cramér's V {v:.2f} over {sources}) and "
+    return (f"the source predicts the label (Cramér's V {v:.2f} over {sources}) and "
             f"{' and '.join(reasons)}: the score may come from the source, not the finding. Validate on an "
             "unseen source (--holdout_domain NAME), balance the sources' class mix, or train with "
             "--augmentation xdomainmix")

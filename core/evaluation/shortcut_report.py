@@ -17,7 +17,7 @@ def shortcut_lines(section: Optional[dict]) -> list[str]:
              f"{fmt_ci(base['macro_auroc'])}" + (f", accuracy {fmt_ci(base['accuracy'])}" if base.get("accuracy") else "")
              + f"; the model {fmt(section['model_macro_auroc'])}, within sources (pooled) "
              f"{fmt(section['within_pooled_macro'])}"]
-    lines.append("warning: " + section["warning"] if section.get("warning") else "no sign of a source shortcut")
+    lines.append("warning (shortcut): " + section["warning"] if section.get("warning") else "no sign of a source shortcut")
     return lines
 
 

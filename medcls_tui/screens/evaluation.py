@@ -90,7 +90,7 @@ class EvaluationScreen(Screen):
                      f"{headline(report)}")
         shortcut = (report.get("shortcut") or {}).get("warning")
         banner = self.query_one("#eval-shortcut", Static)
-        banner.update(f" {shortcut}" if shortcut else "")
+        banner.update(f" shortcut: {shortcut}" if shortcut else "")
         banner.display = bool(shortcut)
         table.add_columns(*COLUMNS)
         for row in table_rows(report):
