@@ -25,7 +25,8 @@ UPPER_BOUNDS = {"synthetic_size": 200_000, "img_size": 4096, "epochs": 100_000, 
                 "xdm_tau_step_every": 10**9, "xdm_warmup_steps": 10**9, "checkpoint_minutes": 10**6,
                 "lr": 1e6, "xdm_domain_lr": 1e6, "weight_decay": 100.0, "mixup_alpha": 1000.0,
                 "min_delta": 1e6, "focal_gamma": 100.0, "asl_gamma_neg": 100.0, "asl_gamma_pos": 100.0,
-                "loss_explosion_factor": 1e12, "seed": 2**32 - 1}
+                "loss_explosion_factor": 1e12, "seed": 2**32 - 1,
+                "data_seed": 2**32 - 1}
 """Sanity ceilings, one for every number (a test checks none is missing): a typo like --synthetic_size 1e20
 is one error, not an out-of-memory hour later, and --warmup_epochs 1e308 is not an OverflowError when
 the steps are counted."""
@@ -103,6 +104,9 @@ class TrainConfig(BaseModel):
     """Task of the built-in phantom set."""
     synthetic_size: int = 600
     """Number of phantom images (train+val+test)."""
+    data_seed: Optional[int] = None
+    """Seed of the data: the phantoms and the train/val split (default: `seed`). `--repeat`/`--seeds` keep it
+    fixed, so runs of different seeds are scored on the same images (`medcls compare`)."""
     synthetic_confound: float = 0.0
     """Phantoms only: share of images whose scanner is chosen by their class, a built-in shortcut (the scanner's
     look predicts the label) to see the shortcut checks fire; 0 keeps the scanners' mild prevalence shift only."""

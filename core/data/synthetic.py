@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from core.data import register_dataset
-from core.data.base import ArrayTable, DatasetBundle
+from core.data.base import ArrayTable, DatasetBundle, data_seed
 
 FINDINGS = ["Cardiomegaly", "Effusion", "Nodule", "Opacity", "Pneumothorax"]
 MULTICLASS = ["Normal", "Effusion", "Nodule", "Opacity"]
@@ -175,13 +175,13 @@ def build(config, progress) -> DatasetBundle:
         task = "multiclass"
     size = config.img_size or 64
     progress(0, config.synthetic_size, "rendering phantoms")
-    images, targets, domains, _ = render_phantoms(config.synthetic_size, size, config.seed, task,
+    images, targets, domains, _ = render_phantoms(config.synthetic_size, size, data_seed(config), task,
                                                   config.synthetic_confound)
     progress(config.synthetic_size, config.synthetic_size, "rendering phantoms")
     classes = {"multiclass": MULTICLASS, "multilabel": FINDINGS, "binary": BINARY}[task]
     ids = [f"phantom_{i:05d}" for i in range(len(images))]
     full = ArrayTable(images, targets, domains, ids=ids, patients=ids)
-    train_idx, val_idx, test_idx = split_indices(len(images), config.seed)
+    train_idx, val_idx, test_idx = split_indices(len(images), data_seed(config))
     return DatasetBundle(
         name="synthetic",
         classes=list(classes),
