@@ -99,3 +99,43 @@ def test_train_seeds_then_compare_through_the_cli(tiny_flags, tmp_path):
     missing = CliRunner().invoke(app, ["compare", "tiny-seed1", "nope", "--output_dir", runs_dir])
     assert one.exit_code == 2 and "at least two runs" in one.output
     assert missing.exit_code == 2 and "nope" in missing.output
+
+
+async def test_the_app_compares_marked_runs_at_80x24(tiny_flags):
+    from textual.widgets import DataTable
+
+    from core.config.resolve import resolve_config
+    from core.training.trainer import Trainer
+    from medcls_tui.screens.compare import CompareScreen
+    from medcls_tui.screens.runs import RunsScreen
+    from test_tui_helpers import make_app, picker_ready, press, screen_text, wait_for
+
+    for seed in (1, 2):
+        summary = Trainer(resolve_config({**tiny_flags, "epochs": 2, "max_steps_per_epoch": 1, "seed": seed,
+                                          "data_seed": 0, "run_name": f"run{seed}"}, vram_gib=None)).fit()
+        assert summary["status"] == "finished"
+    app = make_app(tiny_flags["output_dir"])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await picker_ready(pilot)
+        await press(pilot, "r")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="runs screen")
+        runs = app.screen
+        await press(pilot, "c")  # nothing marked: a hint, no screen
+        assert isinstance(app.screen, RunsScreen)
+        await press(pilot, "m")
+        await press(pilot, "down")
+        await press(pilot, "m")
+        assert len(runs.marked) == 2 and "●1" in screen_text(app) and "●2" in screen_text(app)
+        await press(pilot, "c")
+        await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen), what="compare screen")
+        screen = app.screen
+        assert sorted(screen.series) == ["run1", "run2"]  # both validation curves on the one chart
+        await wait_for(pilot, lambda: screen.result is not None or screen.error is not None, timeout=600,
+                       what="comparison scored")
+        assert screen.error is None, screen.error
+        table = screen.query_one(DataTable)
+        classes = [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+        assert classes == ["Normal", "Effusion", "Nodule", "Opacity", "macro"]
+        await press(pilot, "l")
+        assert screen.metric == "val_loss" and len(screen.series) == 2
+        assert "DeLong" in screen_text(app)
