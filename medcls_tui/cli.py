@@ -12,6 +12,7 @@ import typer
 
 from .cli_advise import advise
 from .cli_data import data_app, prepare_command
+from .cli_compare import register as register_compare_command
 from .cli_eval import register as register_eval_commands
 from .run_config import resolve_from_cli
 from .train_options import split_kwargs, with_train_options
@@ -24,6 +25,7 @@ app.add_typer(data_app, name="data", help="Dataset statistics.")
 app.command("prepare", help="Decode a dataset once into the resized pixel cache.")(prepare_command)
 app.command("advise", help="GPU memory, the tips' batch range and (--probe) a measured safe batch size.")(advise)
 register_eval_commands(app)  # eval, predict, export, explain
+register_compare_command(app)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -239,10 +241,13 @@ def train(**kwargs: Any) -> None:
 
     flags, extras = split_kwargs(kwargs)
     gpus = extras.pop("gpus", None)
+    repeat, seeds = extras.pop("repeat", None), extras.pop("seeds", None)
     try:
         resolved, resume_dir = resolve_from_cli(flags, extras)
     except ConfigError as err:
         fail(str(err))
+    if repeat is not None or seeds is not None:
+        raise typer.Exit(_train_seeds(resolved, flags, extras, repeat, seeds, gpus))
     from core.training.distributed import env_world
 
     world = gpus or env_world()[1]
@@ -273,6 +278,39 @@ def train(**kwargs: Any) -> None:
         fail(str(err).splitlines()[0] if str(err) else type(err).__name__, code=1)
     if summary.get("status") in ("failed", "diverged", "aborted"):
         raise typer.Exit(1)
+
+
+def _train_seeds(resolved, flags: dict, extras: dict, repeat, seeds, gpus) -> int:
+    """--repeat / --seeds: one run per seed, in order (medcls_tui/repeat.py)."""
+    from core.runs.folder import default_run_name
+
+    from .repeat import parse_seeds, seeded_runs, train_each
+
+    if extras.get("retrain") or (gpus or 1) > 1 or extras.get("print_config"):
+        fail("--repeat/--seeds train new runs in one process: leave out --retrain, --gpus and --print-config")
+    try:
+        seed_list = parse_seeds(repeat, seeds, resolved.config.seed)
+    except ValueError as err:
+        fail(str(err))
+    cfg = resolved.config
+    base = cfg.run_name or default_run_name(cfg.model, cfg.dataset, cfg.mode)
+
+    def train_one(run_flags: dict) -> dict:
+        from core.config import ConfigError
+
+        try:
+            one, _ = resolve_from_cli(run_flags, {k: v for k, v in extras.items() if k != "retrain"})
+        except ConfigError as err:
+            fail(str(err))
+        return run_training(one)
+
+    fixed = cfg.data_seed if cfg.data_seed is not None else cfg.seed
+    summaries = train_each(seeded_runs(flags, base, seed_list, fixed), train_one, typer.echo)
+    names = [f"{base}-seed{s}" for s in seed_list[:len(summaries)]]
+    typer.echo(f"trained {len(summaries)} of {len(seed_list)} seed(s): compare them with "
+               f"`medcls compare {','.join(names)} OTHER_RUNS`")
+    return 0 if all(s.get("status") in ("finished", "early_stopped") for s in summaries) and \
+        len(summaries) == len(seed_list) else 1
 
 
 def _launch(gpus: int, resolved, flags: dict, extras: dict) -> int:

@@ -87,11 +87,14 @@ def _load(config, cache: bool, progress: Callable[[int, int, str], None]):
 def _print_stats(bundle, as_json: bool) -> None:
     from core.data.stats import compute_stats, format_stats
 
+    from core.evaluation.shortcut import association_lines, split_associations
+
     stats = compute_stats(bundle)
+    stats["source_vs_label"] = split_associations(bundle)
     if as_json:
         typer.echo(json.dumps(stats, indent=2))
         return
-    for line in format_stats(stats):
+    for line in format_stats(stats) + association_lines(stats["source_vs_label"]):
         typer.echo(line)
 
 
@@ -106,6 +109,7 @@ VAL_FRACTION = typer.Option(None, "--val_fraction", "--val-fraction", help="Shar
 VIN_CONSENSUS = typer.Option(None, "--vin_consensus", "--vin-consensus", help="VinBigData: any or majority.")
 CACHE_DIR = typer.Option(None, "--cache_dir", "--cache-dir", help="Where the pixel cache lives.")
 SEED = typer.Option(None, "--seed", help="Seed of the validation split.")
+CONFOUND = typer.Option(None, "--synthetic_confound", help="Phantoms: share of images whose scanner is set by the label.")
 
 
 @data_app.command("stats")
@@ -113,14 +117,14 @@ def stats_command(dataset: str = DATASET, data_dir: Optional[str] = DATA_DIR, cs
                   label_file: Optional[str] = LABEL_FILE, multi_label: Optional[bool] = MULTI_LABEL,
                   img_size: Optional[int] = IMG_SIZE, val_fraction: Optional[float] = VAL_FRACTION,
                   vin_consensus: Optional[str] = VIN_CONSENSUS, cache_dir: Optional[str] = CACHE_DIR,
-                  seed: Optional[int] = SEED,
+                  seed: Optional[int] = SEED, synthetic_confound: Optional[float] = CONFOUND,
                   decode: bool = typer.Option(False, "--decode", help="Also decode (build the cache) to count "
                                               "undecodable images; default reads labels and checks files exist."),
                   as_json: bool = typer.Option(False, "--json", help="Print the statistics as JSON.")) -> None:
     """Images per split, class and domain, with leakage and domain-confound warnings."""
     config = _config(dataset=dataset, data_dir=data_dir, csv=csv, label_file=label_file, multi_label=multi_label,
                      img_size=img_size, val_fraction=val_fraction, vin_consensus=vin_consensus,
-                     cache_dir=cache_dir, seed=seed)
+                     cache_dir=cache_dir, seed=seed, synthetic_confound=synthetic_confound)
     with _ProgressPrinter() as progress:
         bundle = _load(config, cache=decode, progress=progress)
     _print_stats(bundle, as_json)

@@ -102,6 +102,9 @@ def eval_command(run: str = RUN,
                  bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for 95% CIs "
                                          f"(at most {MAX_BOOTSTRAP})."),
                  no_plots: bool = typer.Option(False, "--no_plots", help="Skip the PNG plots."),
+                 domain_probe: bool = typer.Option(False, "--domain_probe", help="Also fit a logistic regression on "
+                                                   "the model's features to predict the source (cross-validated by "
+                                                   "patient): how much of the source the features carry."),
                  output_dir: str = OUTPUT_DIR, device: str = DEVICE) -> None:
     """Score a split: per-class AUROC/AP/sens/spec/PPV/NPV/F1 with 95% CIs -> eval_<split>.json/.md."""
     from core.evaluation.run_model import find_run
@@ -113,7 +116,7 @@ def eval_command(run: str = RUN,
     with _expected_errors(), _EvalProgress() as progress:
         report, written = evaluate_run(find_run(run, output_dir), split, checkpoint, data_dir, method,
                                        sensitivity if sensitivity is not None else 0.95, bootstrap,
-                                       not no_plots, device, progress)
+                                       not no_plots, device, progress, domain_probe=domain_probe)
     _print_eval(report, split, checkpoint)
     typer.echo(f"wrote {written['json']} and {written['md']}")
 
@@ -145,6 +148,14 @@ def _print_eval(report: dict, split: str, checkpoint: str) -> None:
         typer.echo(PARTIAL_NOTE)
     typer.echo(headline(report))
     typer.echo(decision_line(report))
+    from core.evaluation.shortcut_report import shortcut_lines
+
+    for line in shortcut_lines(report.get("shortcut")):
+        typer.echo(line)
+    if report.get("domain_probe"):
+        from core.evaluation.domain_probe import probe_line
+
+        typer.echo(probe_line(report["domain_probe"]))
     info = report["thresholds_info"]
     typer.echo(f"thresholds: {info['method']} on val ({info['checkpoint']} checkpoint); "
                "undefined = no positives (or no negatives) for that class in this split")

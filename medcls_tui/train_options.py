@@ -18,6 +18,8 @@ EXTRA_OPTIONS = {
     "config_file": (Optional[str], typer.Option(None, "--config", help="YAML config in the spec's shape (e.g. full_finetune: {layer_decay: 0.65}).")),
     "retrain": (Optional[str], typer.Option(None, "--retrain", help="Resume a run folder (path or name under --output_dir) exactly where it stopped.")),
     "gpus": (Optional[int], typer.Option(None, "--gpus", help="Train with N processes on this machine (one per GPU; with --device cpu, N CPU processes) through torch.distributed.run; torchrun -m medcls_tui train ... does the same on several machines.")),
+    "repeat": (Optional[int], typer.Option(None, "--repeat", min=1, help="Train the same config N times with seeds seed, seed+1, ... into sibling run folders <name>-seed<S> (for `medcls compare`).")),
+    "seeds": (Optional[str], typer.Option(None, "--seeds", help="Train the same config once per seed, e.g. 1,2,3, into sibling run folders <name>-seed<S>.")),
     "print_config": (bool, typer.Option(False, "--print-config", "--print_config", help="Print the resolved config with the source of every value, then exit.")),
 }
 

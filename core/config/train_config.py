@@ -25,7 +25,8 @@ UPPER_BOUNDS = {"synthetic_size": 200_000, "img_size": 4096, "epochs": 100_000, 
                 "xdm_tau_step_every": 10**9, "xdm_warmup_steps": 10**9, "checkpoint_minutes": 10**6,
                 "lr": 1e6, "xdm_domain_lr": 1e6, "weight_decay": 100.0, "mixup_alpha": 1000.0,
                 "min_delta": 1e6, "focal_gamma": 100.0, "asl_gamma_neg": 100.0, "asl_gamma_pos": 100.0,
-                "loss_explosion_factor": 1e12, "seed": 2**32 - 1}
+                "loss_explosion_factor": 1e12, "seed": 2**32 - 1,
+                "data_seed": 2**32 - 1}
 """Sanity ceilings, one for every number (a test checks none is missing): a typo like --synthetic_size 1e20
 is one error, not an out-of-memory hour later, and --warmup_epochs 1e308 is not an OverflowError when
 the steps are counted."""
@@ -103,6 +104,20 @@ class TrainConfig(BaseModel):
     """Task of the built-in phantom set."""
     synthetic_size: int = 600
     """Number of phantom images (train+val+test)."""
+    data_seed: Optional[int] = None
+    """Seed of the data: the phantoms and the train/val split (default: `seed`). `--repeat`/`--seeds` keep it
+    fixed, so runs of different seeds are scored on the same images (`medcls compare`)."""
+    synthetic_confound: float = 0.0
+    """Phantoms only: share of images whose scanner is chosen by their class, a built-in shortcut (the scanner's
+    look predicts the label) to see the shortcut checks fire; 0 keeps the scanners' mild prevalence shift only."""
+
+    # --- shortcut checks (README "Is it the finding or the hospital?") ---
+    shortcut_min_association: float = 0.3
+    """The shortcut checks speak only when the source carries the label: Cramér's V of source vs label at least this."""
+    shortcut_margin: float = 0.05
+    """Warn when the model's macro AUROC beats the source-only baseline's by less than this."""
+    shortcut_gap: float = 0.10
+    """Warn when the pooled within-source AUROC is this much (or more) below the overall AUROC."""
     cache_dir: Optional[str] = None
     """Where the resized pixel cache lives (default: <data_dir>/.medcls_cache)."""
     feature_cache: bool = True
@@ -301,7 +316,8 @@ class TrainConfig(BaseModel):
             if val is not None and val < 0:
                 raise ValueError(f"{key}: must be >= 0 (got {val})")
         for key in ("label_smoothing", "mixup_prob", "min_lr_ratio", "xdm_discard_prob",
-                    "drop_path_rate", "val_fraction", "asl_clip"):
+                    "drop_path_rate", "val_fraction", "asl_clip", "synthetic_confound", "shortcut_min_association",
+                    "shortcut_margin", "shortcut_gap"):
             val = getattr(self, key)
             if val is not None and not 0.0 <= val <= 1.0:
                 raise ValueError(f"{key}: must be between 0 and 1 (got {val})")

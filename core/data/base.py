@@ -143,3 +143,8 @@ class DatasetBundle:
 
 ProgressFn = Callable[[int, int, str], None]
 """progress(done, total, description): long data work reports through this."""
+
+
+def data_seed(config) -> int:
+    """The seed of a run's data (phantoms, splits): `data_seed` when set, else the training `seed`."""
+    return config.data_seed if getattr(config, "data_seed", None) is not None else config.seed

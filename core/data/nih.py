@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from core.data import register_dataset
-from core.data.base import DataError, DatasetBundle
+from core.data.base import DataError, DatasetBundle, data_seed
 from core.data.records import Record, SourceIndex, assemble, register_index, require_data_dir, resolve_in, scan_files
 from core.data.splits import split_by_patient
 
@@ -95,7 +95,7 @@ def build_index(config) -> SourceIndex:
     notes: list[str] = []
     split_of = official_split(label_path, root, entries, notes)
     if split_of is None:
-        split_of = fallback_split(entries, config.seed)
+        split_of = fallback_split(entries, data_seed(config))
         notes.append(f"{label_path.parent}: train_val_list.txt / test_list.txt not found; "
                      f"test = {round(FALLBACK_TEST_FRACTION * 100)}% of patients (seeded)")
     records = []

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from core.data.base import DataError, DatasetBundle, ImageTable, LoaderTable, ProgressFn
+from core.data.base import DataError, DatasetBundle, ImageTable, LoaderTable, ProgressFn, data_seed
 from core.data.cache import CachedTable, build_cache, cache_root
 from core.data.decode import DICOM_SUFFIXES, load_resized, require_pydicom
 from core.data.splits import split_by_patient
@@ -211,7 +211,7 @@ def _split(records: Sequence[Record], config, multi_label: bool) -> dict[str, np
     trainval = np.array(by_split["trainval"], dtype=np.int64)
     if len(trainval):
         strata = None if multi_label else [int(records[k].target) for k in trainval]
-        keep, held = split_by_patient([records[k].patient for k in trainval], config.val_fraction, config.seed,
+        keep, held = split_by_patient([records[k].patient for k in trainval], config.val_fraction, data_seed(config),
                                       strata=strata)
         out["train"] = np.sort(np.concatenate([out["train"], trainval[keep]]))
         out["val"] = np.sort(np.concatenate([out["val"], trainval[held]]))

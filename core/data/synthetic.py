@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from core.data import register_dataset
-from core.data.base import ArrayTable, DatasetBundle
+from core.data.base import ArrayTable, DatasetBundle, data_seed
 
 FINDINGS = ["Cardiomegaly", "Effusion", "Nodule", "Opacity", "Pneumothorax"]
 MULTICLASS = ["Normal", "Effusion", "Nodule", "Opacity"]
@@ -83,13 +83,30 @@ def _findings_for(task: str, n: int, domain: torch.Tensor, g: torch.Generator) -
     raise ValueError(f"synthetic_task: must be multiclass, multilabel or binary (got {task!r})")
 
 
-def render_phantoms(n: int, size: int, seed: int, task: str = "multiclass"):
-    """Return (images uint8 (N,H,W), targets, domains (N,), finding mask). Pure function of its inputs."""
+def _confounded(domain, mask, target, task: str, share: float, g: torch.Generator) -> torch.Tensor:
+    """The scanner of a `share` of the images set by the label: class c (single-label) or the first
+    finding (multi-label; none -> scanner 0) goes to scanner c mod the number of scanners."""
+    if task == "multilabel":
+        first = torch.where(mask.any(1), mask.float().argmax(1) + 1, torch.zeros_like(domain))
+        by_label = first % len(SCANNERS)
+    else:
+        by_label = target.long() % len(SCANNERS)
+    chosen = torch.rand(len(domain), generator=g) < share
+    return torch.where(chosen, by_label, domain)
+
+
+def render_phantoms(n: int, size: int, seed: int, task: str = "multiclass", confound: float = 0.0):
+    """Return (images uint8 (N,H,W), targets, domains (N,), finding mask). Pure function of its inputs.
+
+    `confound`: share of images re-assigned to the scanner their label picks, so the scanner's look
+    predicts the class (a shortcut); 0 draws nothing extra (the same images as before the option)."""
     g = torch.Generator().manual_seed(seed)
     yy, xx = _grid(n, size)
     u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=g)  # noqa: E731
     domain = torch.randint(0, len(SCANNERS), (n,), generator=g)
     mask, target = _findings_for(task, n, domain, g)
+    if confound > 0:
+        domain = _confounded(domain, mask, target, task, confound, g)
     has = lambda name: mask[:, FINDINGS.index(name)].float()[:, None, None]  # noqa: E731
 
     body = _ellipse(yy, xx, u(0.05, 0.12), u(-0.03, 0.03), u(0.95, 1.05), u(0.78, 0.9))
@@ -158,12 +175,13 @@ def build(config, progress) -> DatasetBundle:
         task = "multiclass"
     size = config.img_size or 64
     progress(0, config.synthetic_size, "rendering phantoms")
-    images, targets, domains, _ = render_phantoms(config.synthetic_size, size, config.seed, task)
+    images, targets, domains, _ = render_phantoms(config.synthetic_size, size, data_seed(config), task,
+                                                  config.synthetic_confound)
     progress(config.synthetic_size, config.synthetic_size, "rendering phantoms")
     classes = {"multiclass": MULTICLASS, "multilabel": FINDINGS, "binary": BINARY}[task]
     ids = [f"phantom_{i:05d}" for i in range(len(images))]
     full = ArrayTable(images, targets, domains, ids=ids, patients=ids)
-    train_idx, val_idx, test_idx = split_indices(len(images), config.seed)
+    train_idx, val_idx, test_idx = split_indices(len(images), data_seed(config))
     return DatasetBundle(
         name="synthetic",
         classes=list(classes),
@@ -172,5 +190,7 @@ def build(config, progress) -> DatasetBundle:
         val=full.subset(val_idx),
         test=full.subset(test_idx),
         domain_names=[s[0] for s in SCANNERS],
-        notes=[f"synthetic phantoms: {len(images)} images, {size}px, task {task}, {len(SCANNERS)} scanner domains"],
+        notes=[f"synthetic phantoms: {len(images)} images, {size}px, task {task}, {len(SCANNERS)} scanner domains"
+               + (f", scanner set by the label for {config.synthetic_confound:.0%} of them (synthetic_confound)"
+                  if config.synthetic_confound else "")],
     )

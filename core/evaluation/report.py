@@ -5,30 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from core.evaluation.figures_text import PARTIAL_MARK, PARTIAL_NOTE, fmt, fmt_ci  # noqa: F401 - re-exported
+from core.evaluation.shortcut_report import shortcut_markdown
 from core.runs.folder import write_json_atomic
 
 COLUMNS = ("class", "n+", "AUROC [95% CI]", "AP [95% CI]", "sens", "spec", "PPV", "NPV", "F1", "thr")
 PLOTS_HINT = "uv sync --extra plots (or pip install 'medcls[plots]')"
-
-
-def fmt(value: Optional[float], digits: int = 3) -> str:
-    return "undefined" if value is None else f"{value:.{digits}f}"
-
-
-PARTIAL_MARK = "*"
-PARTIAL_NOTE = ("* interval defined by fewer than 90% of the bootstrap resamples (the others lacked a "
-                "positive or a negative): read it with care; counts in the JSON (ci_resamples)")
-
-
-def fmt_ci(figure: Optional[dict], digits: int = 3, sep: str = " ") -> str:
-    """'0.912 [0.850, 0.960]', or the value alone without an interval, 'undefined' without a value.
-    An interval most resamples could not define ends with PARTIAL_MARK."""
-    if not figure or figure.get("value") is None:
-        return "undefined"
-    ci = figure.get("ci")
-    text = fmt(figure["value"], digits)
-    mark = PARTIAL_MARK if figure.get("ci_partial") else ""
-    return f"{text}{sep}[{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]{mark}" if ci else text
 
 
 def fmt_interval(figure: Optional[dict], digits: int = 3) -> str:
@@ -120,6 +102,9 @@ def summary_figures(report: dict, prefix: str = "test_") -> dict:
            f"{prefix}specificity": report["macro"]["specificity"]["value"],
            f"{prefix}f1": report["macro"]["f1"]["value"], f"{prefix}ece": report["calibration"]["ece"],
            f"{prefix}auroc_per_class": {k: v["auroc"]["value"] for k, v in report["per_class"].items()}}
+    if report.get("shortcut"):
+        out[f"{prefix}shortcut_warning"] = report["shortcut"]["warning"]
+        out[f"{prefix}source_only_auroc"] = report["shortcut"]["baseline"]["macro_auroc"]["value"]
     if "accuracy" in report:
         out[f"{prefix}acc"] = report["accuracy"]["value"]
         out[f"{prefix}acc_ci"] = report["accuracy"]["ci"]
@@ -152,6 +137,7 @@ def markdown(report: dict, split: str, images: dict[str, str], plots_note: str =
                  fmt_ci(d["accuracy"]) if "accuracy" in d else "-", fmt(d["calibration"]["ece"])]
                 for name, d in report["per_domain"].items()]
         lines += _md_table(("domain", "n", "macro AUROC [95% CI]", "accuracy", "ECE"), rows)
+    lines += shortcut_markdown(report.get("shortcut"))
     lines += ["", "## Plots", ""]
     if images:
         lines += [f"![{title}]({name})" for title, name in images.items()]

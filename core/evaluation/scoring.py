@@ -18,6 +18,8 @@ from core.data.base import DatasetBundle
 from core.evaluation import thresholds as thr
 from core.evaluation.metrics import BootstrapSettings, evaluate_probabilities
 from core.evaluation.report import summary_figures, write_report
+from core.evaluation.shortcut import ShortcutSettings
+from core.evaluation.shortcut import analyse as shortcut_analysis
 from core.evaluation.decision import rule_for
 from core.models.pretrained import strip_wrapper_prefixes
 from core.evaluation.run_model import (RUN_PREFIXES, ProgressFn, RunModel, RunModelError, checkpoint_path, load_run_model,
@@ -37,14 +39,19 @@ def split_table(bundle: DatasetBundle, split: str):
 
 
 def score(probs: np.ndarray, table, bundle: DatasetBundle, thresholds: Optional[dict], n_boot: int, seed: int,
-          progress: Optional[ProgressFn] = None) -> dict:
-    """evaluate_probabilities with the table's targets, patients and domains, under the run's decision rule."""
+          progress: Optional[ProgressFn] = None, shortcut: ShortcutSettings = ShortcutSettings()) -> dict:
+    """evaluate_probabilities with the table's targets, patients and domains, under the run's decision rule,
+    and the shortcut checks (source-only baseline, within-source AUROC) where the data has sources."""
+    bootstrap = BootstrapSettings(n=n_boot, seed=seed)
     report = evaluate_probabilities(
         probs, np.asarray(table.targets), bundle.classes, bundle.multi_label,
         thresholds=thr.as_list(thresholds, bundle.classes), patients=table.patients,
         domains=np.asarray(table.domains), domain_names=bundle.domain_names,
-        bootstrap=BootstrapSettings(n=n_boot, seed=seed), progress=progress)
+        bootstrap=bootstrap, progress=progress)
     report["decision_rule"] = rule_for(len(bundle.classes), bundle.multi_label)
+    section = shortcut_analysis(probs, table, bundle, bootstrap, report, shortcut)
+    if section is not None:
+        report["shortcut"] = section
     return report
 
 
@@ -100,7 +107,8 @@ class ScoringModel:
 
 
 def score_test_after_training(run_dir: Path, bundle: DatasetBundle, scorer: ScoringModel, seed: int,
-                              on_event: Callable, should_stop: Optional[Callable[[], bool]] = None) -> dict:
+                              on_event: Callable, should_stop: Optional[Callable[[], bool]] = None,
+                              shortcut: ShortcutSettings = ShortcutSettings()) -> dict:
     """End of training: best checkpoint, thresholds (Youden) on val, test split scored once; `test_*` figures.
 
     Returns {} when the dataset has no test split or no best checkpoint exists. Runs at validation's
@@ -127,7 +135,7 @@ def score_test_after_training(run_dir: Path, bundle: DatasetBundle, scorer: Scor
     stored = ensure_thresholds(run_dir, lambda: probs(bundle.val, "thresholds on val (best checkpoint)"),
                                bundle, "youden", 0.95, "best", thr.checkpoint_digest(best))
     report = score(probs(bundle.test, "scoring test split (best checkpoint)"), bundle.test, bundle, stored,
-                   DEFAULT_BOOTSTRAP, seed, progress)
+                   DEFAULT_BOOTSTRAP, seed, progress, shortcut)
     report.update(run=run_dir.name, checkpoint="best", split="test", thresholds_info=_thr_info(stored))
     write_report(run_dir, "test", report, plots=False)
     return {**summary_figures(report), "test_checkpoint": "best", "test_thresholds": stored["method"],
@@ -142,7 +150,8 @@ def evaluate_run(run_dir: Path, split: str = "test", checkpoint: str = "best", d
                  threshold_method: Optional[str] = None, target_sensitivity: float = 0.95,
                  n_boot: int = DEFAULT_BOOTSTRAP, plots: bool = True, device: str = "cpu",
                  progress: Optional[ProgressFn] = None,
-                 should_stop: Optional[Callable[[], bool]] = None) -> tuple[dict, dict[str, Path]]:
+                 should_stop: Optional[Callable[[], bool]] = None,
+                 domain_probe: bool = False) -> tuple[dict, dict[str, Path]]:
     """`medcls eval`: load the run, its dataset and thresholds, score the split, write the report files.
     `should_stop` (the app leaving the screen) ends it with ScoringCancelled before anything is written."""
     from core.data import load_dataset
@@ -170,6 +179,16 @@ def evaluate_run(run_dir: Path, split: str = "test", checkpoint: str = "best", d
     digest = thr.checkpoint_digest(checkpoint_path(rm.run_dir, checkpoint))
     stored = ensure_thresholds(rm.run_dir, val_probs, bundle, threshold_method, target_sensitivity, checkpoint, digest)
     split_probs = val_probs() if split == "val" else probs(table, f"scoring {split} split ({checkpoint} checkpoint)")
-    report = score(split_probs, table, bundle, stored, n_boot, cfg.seed, progress)
+    report = score(split_probs, table, bundle, stored, n_boot, cfg.seed, progress, ShortcutSettings.from_config(cfg))
     report.update(run=rm.run_dir.name, checkpoint=checkpoint, split=split, thresholds_info=_thr_info(stored))
+    if domain_probe:
+        from core.evaluation.domain_probe import domain_probe as probe
+        from core.evaluation.domain_probe import penultimate_features
+
+        if len(bundle.domain_names) < 2 or len(np.unique(table.domains)) < 2:
+            raise RunModelError(f"--domain_probe: the {split} split of dataset '{bundle.name}' holds one source "
+                                "(domain): there is no source to predict")
+        feats = penultimate_features(rm.model, rm.normalize, table, batch, progress)
+        report["domain_probe"] = probe(feats, np.asarray(table.domains), table.patients, bundle.domain_names,
+                                       seed=cfg.seed)
     return report, write_report(rm.run_dir, split, report, plots=plots)

@@ -467,16 +467,21 @@ class Trainer:
         if self.status not in ("finished", "early_stopped") or not self.recorder.speaks:
             return
         from core.evaluation.scoring import ScoringCancelled, ScoringModel, score_test_after_training
+        from core.evaluation.shortcut import ShortcutSettings
 
         scorer = ScoringModel(model=self.model, normalize=self.normalize, amp_dtype=self.amp_dtype,
                               batch_size=self.batch_size, num_workers=self.num_workers,
                               pin_memory=self.device.type == "cuda")
         try:
             self.test_figures = score_test_after_training(self.run_dir, self.bundle, scorer, self.cfg.seed,
-                                                          self.on_event, lambda: self.control.stop_requested)
+                                                          self.on_event, lambda: self.control.stop_requested,
+                                                          ShortcutSettings.from_config(self.cfg))
         except ScoringCancelled:  # quit/SIGTERM/Ctrl-C: the run stays finished with its checkpoints
             self.test_figures = dict(SCORING_SKIPPED)
             self.warn("eval", SCORING_SKIPPED["test_scoring"])
         except Exception as err:  # noqa: BLE001 - the trained run stands even if scoring it fails
             self.test_figures = {"test_error": f"{type(err).__name__}: {err}"}
             self.warn("eval", f"scoring the test split failed: {err}")
+        else:
+            if self.test_figures.get("test_shortcut_warning"):  # the source, not the finding? (README)
+                self.warn("shortcut", self.test_figures["test_shortcut_warning"])

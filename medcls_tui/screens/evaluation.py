@@ -46,6 +46,7 @@ class EvaluationScreen(Screen):
     EvaluationScreen #eval-table { height: 1fr; }
     EvaluationScreen #eval-roc { height: 1fr; min-height: 8; }
     EvaluationScreen #eval-progress-row { height: 1; }
+    EvaluationScreen #eval-shortcut { color: $warning; height: auto; max-height: 4; }
     """
 
     def __init__(self, run_dir: Path) -> None:
@@ -61,6 +62,7 @@ class EvaluationScreen(Screen):
     def compose(self) -> ComposeResult:
         yield MedclsHeader()
         yield Static(id="eval-title")
+        yield Static(id="eval-shortcut")
         yield DataTable(id="eval-table", zebra_stripes=True, cursor_type="row")
         yield PlotextPlot(id="eval-roc")
         with Horizontal(id="eval-progress-row"):
@@ -81,10 +83,15 @@ class EvaluationScreen(Screen):
         if report is None:
             title.update(f" {self.run_dir.name}: not evaluated yet. Press t to score the test split "
                          "(v: validation).")
+            self.query_one("#eval-shortcut", Static).display = False
             self._draw_roc(None)
             return
         title.update(f" {self.run_dir.name} - {split} split ({report.get('checkpoint', 'best')} checkpoint): "
                      f"{headline(report)}")
+        shortcut = (report.get("shortcut") or {}).get("warning")
+        banner = self.query_one("#eval-shortcut", Static)
+        banner.update(f" shortcut: {shortcut}" if shortcut else "")
+        banner.display = bool(shortcut)
         table.add_columns(*COLUMNS)
         for row in table_rows(report):
             table.add_row(*row)

@@ -78,12 +78,16 @@ class RunsScreen(Screen):
         Binding("e", "resume", "Resume/extend"),
         Binding("t", "evaluation", "Evaluation"),
         Binding("g", "refresh", "Refresh"),
+        Binding("m", "mark", "Mark"),
+        Binding("c", "compare", "Compare marked"),
         Binding("escape", "back", "Back"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.runs: dict[str, object] = {}
+        self.marked: list[str] = []
+        """Run folders marked for comparison, in the order marked (the first is the reference A)."""
         self._signature: tuple = ()
 
     def compose(self) -> ComposeResult:
@@ -143,7 +147,8 @@ class RunsScreen(Screen):
         self._fill(table)
         where = "the output folder" if stable else folder
         self.query_one("#runs-title", Static).update(f" {count(len(found), 'run')} in {where}")
-        hint = ("enter: curves  e: resume, or extend a finished run  t: evaluation  g: refresh"
+        self.marked = [k for k in self.marked if k in self.runs]
+        hint = ("enter: curves  e: resume/extend  t: evaluation  m: mark  c: compare marked"
                 if found else f"No runs yet in {where}. Train one from the picker (ctrl+t).")
         self.query_one("#runs-hint", Static).update(hint)
 
@@ -158,6 +163,8 @@ class RunsScreen(Screen):
         for header, w in zip(HEADERS, widths):
             table.add_column(header, width=w)
         for key, row in zip(self._keys, self._rows):
+            if key in self.marked:  # the mark takes the first characters of the name
+                row = (f"{'*' if ascii else '●'}{self.marked.index(key) + 1} {row[0]}", *row[1:])
             cells = [shorten(c, widths[i], ascii) if i in FLEXIBLE else c for i, c in enumerate(row)]
             table.add_row(*cells, key=key)
         if self._rows:
@@ -210,6 +217,26 @@ class RunsScreen(Screen):
 
     def action_refresh(self) -> None:
         self.load()
+
+    def action_mark(self) -> None:
+        info = self.selected()
+        if info is None:
+            return
+        key = str(info.path)
+        if key in self.marked:
+            self.marked.remove(key)
+        else:
+            self.marked.append(key)
+        self._fill(self.query_one(DataTable))
+
+    def action_compare(self) -> None:
+        from .compare import CompareScreen
+
+        if len(self.marked) < 2:
+            self.notify("mark two or more runs with m, then press c (the first marked is the reference)",
+                        severity="warning")
+            return
+        self.app.push_screen(CompareScreen([Path(k) for k in self.marked]))
 
     def action_back(self) -> None:
         self.app.pop_screen()
